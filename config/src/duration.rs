@@ -1,0 +1,1 @@
+//! Duration syntax: an integer followed by `ms`, `s`, `m`, `h` or `d`.

@@ -1,0 +1,140 @@
+//! Records with attached fds over a `SOCK_SEQPACKET` Unix socket.
+//!
+//! One record is one message; fds travel as a single SCM_RIGHTS block on the record
+//! that names them. Received fds are close-on-exec (`MSG_CMSG_CLOEXEC`) and become
+//! [`OwnedFd`] at once, so no bare fd leaves this module.
+
+use std::io;
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType,
+};
+
+/// Most fds one record may carry (`SCM_MAX_FD` is 253).
+pub const MAX_FDS: usize = 253;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FdPassError {
+    #[error("record i/o")]
+    Io(#[from] io::Error),
+    #[error("record larger than {0} bytes was truncated")]
+    Truncated(usize),
+    #[error("control data was truncated (too many fds)")]
+    ControlTruncated,
+    #[error("{0} fds is more than one record may carry")]
+    TooManyFds(usize),
+}
+
+fn io_err(e: nix::Error) -> io::Error {
+    io::Error::from_raw_os_error(e as i32)
+}
+
+/// A connected `SOCK_SEQPACKET` pair, both ends close-on-exec and non-blocking.
+pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+    )
+    .map_err(io_err)
+}
+
+/// Sends one record, with `fds` attached when non-empty.
+pub fn send(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), FdPassError> {
+    if fds.len() > MAX_FDS {
+        return Err(FdPassError::TooManyFds(fds.len()));
+    }
+    let raw: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
+    let cmsgs = [ControlMessage::ScmRights(&raw)];
+    let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsgs };
+    let iov = [IoSlice::new(bytes)];
+    let sent = sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None)
+        .map_err(io_err)?;
+    if sent != bytes.len() {
+        return Err(FdPassError::Io(io::Error::new(io::ErrorKind::WriteZero, "short record write")));
+    }
+    Ok(())
+}
+
+/// Receives one record of at most `max` bytes. `Ok(None)` is end of stream (the peer
+/// closed). A would-block socket gives `Io` with kind `WouldBlock`.
+pub fn recv(sock: BorrowedFd<'_>, max: usize) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>, FdPassError> {
+    let mut buf = vec![0u8; max];
+    let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let (len, fds, flags) = {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg = recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(io_err)?;
+        let mut fds = Vec::new();
+        // Adopt whatever arrived before judging the record, so nothing leaks.
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for c in cmsgs {
+                if let ControlMessageOwned::ScmRights(raw) = c {
+                    fds.extend(crate::sys::adopt(&raw));
+                }
+            }
+        }
+        (msg.bytes, fds, msg.flags)
+    };
+    if flags.contains(MsgFlags::MSG_CTRUNC) {
+        return Err(FdPassError::ControlTruncated);
+    }
+    if flags.contains(MsgFlags::MSG_TRUNC) {
+        return Err(FdPassError::Truncated(max));
+    }
+    if len == 0 && fds.is_empty() {
+        return Ok(None);
+    }
+    buf.truncate(len);
+    Ok(Some((buf, fds)))
+}
+
+/// Switches an fd between blocking and non-blocking mode.
+pub fn set_nonblocking(fd: impl AsFd, on: bool) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = fcntl(fd.as_fd(), FcntlArg::F_GETFL).map_err(io_err)?;
+    let mut flags = OFlag::from_bits_truncate(flags);
+    flags.set(OFlag::O_NONBLOCK, on);
+    fcntl(fd.as_fd(), FcntlArg::F_SETFL(flags)).map_err(io_err)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn fds_cross_a_seqpacket_pair_with_their_record() {
+        let (a, b) = seqpacket_pair().expect("pair");
+        let l1 = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let l2 = TcpListener::bind("127.0.0.1:0").expect("bind");
+        send(a.as_fd(), b"hello", &[l1.as_fd(), l2.as_fd()]).expect("send");
+        let (bytes, fds) = recv(b.as_fd(), 64).expect("recv").expect("record");
+        assert_eq!(bytes, b"hello");
+        assert_eq!(fds.len(), 2);
+        let got = TcpListener::from(fds.into_iter().next().expect("fd"));
+        assert_eq!(got.local_addr().expect("addr"), l1.local_addr().expect("addr"));
+        // Received fds are close-on-exec.
+        let fl = nix::fcntl::fcntl(got.as_fd(), nix::fcntl::FcntlArg::F_GETFD).expect("getfd");
+        assert_ne!(fl & libc::FD_CLOEXEC, 0);
+    }
+
+    #[test]
+    fn oversized_record_is_refused_and_eof_is_none() {
+        let (a, b) = seqpacket_pair().expect("pair");
+        send(a.as_fd(), &[7u8; 100], &[]).expect("send");
+        assert!(matches!(recv(b.as_fd(), 10), Err(FdPassError::Truncated(10))));
+        drop(a);
+        assert!(recv(b.as_fd(), 10).expect("eof").is_none());
+    }
+}
