@@ -16,6 +16,9 @@ pub struct Material {
     pub certificates: Vec<CertMaterial>,
     /// Client certificates for mTLS to a destination, by destination name.
     pub client_certs: BTreeMap<String, CertMaterial>,
+    /// DER trust anchors for verifying backend certificates (the platform store),
+    /// read only when some destination leg uses TLS without a pin.
+    pub backend_roots: Vec<Vec<u8>>,
 }
 
 /// A certificate chain and its private key, both PEM, known to parse.
@@ -49,6 +52,7 @@ impl fmt::Debug for Material {
         f.debug_struct("Material")
             .field("certificates", &self.certificates)
             .field("client_certs", &self.client_certs)
+            .field("backend_roots", &self.backend_roots.len())
             .finish()
     }
 }
