@@ -98,6 +98,61 @@ pub fn recv(sock: BorrowedFd<'_>, max: usize) -> Result<Option<(Vec<u8>, Vec<Own
     Ok(Some((buf, fds)))
 }
 
+/// Payloads up to this size travel inside the record; larger ones in a memfd.
+pub const INLINE_MAX: usize = 32 * 1024;
+
+const TAG_INLINE: u8 = 0;
+const TAG_MEMFD: u8 = 1;
+
+/// Sends a message of any size, supervisor to worker: inline in one record when
+/// small, else written to a sealed memfd that rides first among the record's fds.
+/// The record's first byte says which.
+pub fn send_message(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), FdPassError> {
+    if bytes.len() <= INLINE_MAX {
+        let mut record = Vec::with_capacity(bytes.len() + 1);
+        record.push(TAG_INLINE);
+        record.extend_from_slice(bytes);
+        return send(sock, &record, fds);
+    }
+    use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+    use nix::sys::memfd::{memfd_create, MFdFlags};
+    let memfd = memfd_create("postern-msg", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)
+        .map_err(io_err)?;
+    let mut file = std::fs::File::from(memfd);
+    std::io::Write::write_all(&mut file, bytes)?;
+    // The receiver reads from the shared file offset: rewind it.
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0))?;
+    let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_SEAL;
+    fcntl(&file, FcntlArg::F_ADD_SEALS(seals)).map_err(io_err)?;
+    let mut record = vec![TAG_MEMFD];
+    record.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+    let mut all = Vec::with_capacity(fds.len() + 1);
+    all.push(file.as_fd());
+    all.extend_from_slice(fds);
+    send(sock, &record, &all)
+}
+
+/// Receives a message sent with [`send_message`], refusing payloads over `max`.
+pub fn recv_message(sock: BorrowedFd<'_>, max: usize) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>, FdPassError> {
+    let Some((record, mut fds)) = recv(sock, INLINE_MAX + 1)? else { return Ok(None) };
+    match record.split_first() {
+        Some((&TAG_INLINE, body)) => Ok(Some((body.to_vec(), fds))),
+        Some((&TAG_MEMFD, len)) if len.len() == 8 && !fds.is_empty() => {
+            let mut n = [0u8; 8];
+            n.copy_from_slice(len);
+            let len = u64::from_le_bytes(n) as usize;
+            if len > max {
+                return Err(FdPassError::Truncated(max));
+            }
+            let mut file = std::fs::File::from(fds.remove(0));
+            let mut body = vec![0u8; len];
+            std::io::Read::read_exact(&mut file, &mut body)?;
+            Ok(Some((body, fds)))
+        }
+        _ => Err(FdPassError::Io(io::Error::new(io::ErrorKind::InvalidData, "malformed message record"))),
+    }
+}
+
 /// Switches an fd between blocking and non-blocking mode.
 pub fn set_nonblocking(fd: impl AsFd, on: bool) -> io::Result<()> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
@@ -127,6 +182,22 @@ mod tests {
         // Received fds are close-on-exec.
         let fl = nix::fcntl::fcntl(got.as_fd(), nix::fcntl::FcntlArg::F_GETFD).expect("getfd");
         assert_ne!(fl & libc::FD_CLOEXEC, 0);
+    }
+
+    #[test]
+    fn large_messages_travel_in_a_memfd_with_their_fds() {
+        let (a, b) = seqpacket_pair().expect("pair");
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let big: Vec<u8> = (0..300_000u32).map(|i| i as u8).collect();
+        send_message(a.as_fd(), &big, &[l.as_fd()]).expect("send");
+        let (body, fds) = recv_message(b.as_fd(), 1 << 20).expect("recv").expect("msg");
+        assert_eq!(body, big);
+        assert_eq!(fds.len(), 1);
+        send_message(a.as_fd(), b"small", &[]).expect("send");
+        let (body, fds) = recv_message(b.as_fd(), 1 << 20).expect("recv").expect("msg");
+        assert_eq!((body.as_slice(), fds.len()), (&b"small"[..], 0));
+        send_message(a.as_fd(), &big, &[]).expect("send");
+        assert!(recv_message(b.as_fd(), 1000).is_err(), "over the limit");
     }
 
     #[test]

@@ -46,8 +46,12 @@ pub struct Hello {
     pub worker_id: String,
     /// The listener this worker serves.
     pub listener: String,
-    /// Bound address of each fd attached to this record, in the same order.
+    /// Bound address of each listening fd attached to this record, in the same order.
+    /// After them comes one more fd: the listener's shared connection counter
+    /// (a memfd, see [`crate::counter`]).
     pub sockets: Vec<SocketAddr>,
+    /// This worker's slot in the connection counter.
+    pub counter_slot: u32,
     pub config: Config,
     pub material: Material,
     /// Backend addresses, resolved by the supervisor (workers do no DNS).

@@ -14,6 +14,7 @@
 
 pub mod codec;
 pub mod control;
+pub mod counter;
 pub mod duration;
 pub mod fdpass;
 pub mod ipc;
@@ -21,6 +22,8 @@ pub mod issue;
 pub mod load;
 pub mod material;
 pub mod model;
+mod schema;
+pub mod size;
 #[allow(unsafe_code)]
 mod sys;
 pub mod validate;
