@@ -1,0 +1,4 @@
+//! Per-protocol connection handling. Each protocol owns what happens between accept and
+//! the hand-off to [`crate::pipe`].
+
+pub mod passthrough;

@@ -1,0 +1,485 @@
+//! Dialing a destination leg: loop guard, circuit breaker, addresses, source IPs,
+//! retries, the outbound PROXY header and TLS (reference §4.1, §4.2, §4.4, §4.6, §4.7).
+//!
+//! One dial is up to `1 + backend_connect_retries` attempts, 200 ms apart. Each attempt is
+//! bounded as a whole by `backend_timeout` and covers: TCP connect (each address in turn),
+//! the PROXY header, and the TLS handshake of an `implicit` leg. A `starttls` leg is
+//! returned plain: the protocol that owns the dialogue does the upgrade (pass-through
+//! does none, so a client's STARTTLS travels end to end).
+//!
+//! Addresses come from the supervisor (`Hello::resolved`) or from an IP-literal `host`;
+//! this module does no DNS and opens no file. It must not log payload bytes.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use postern_config::material::Material;
+use postern_config::model::{Config, Destination, Forwarding, Protocol, TlsMode};
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::health::Health;
+use crate::side::Side;
+use crate::tls::{self, TlsSetupError};
+
+/// Pause between two attempts of one dial.
+pub const RETRY_DELAY: Duration = Duration::from_millis(200);
+
+/// Why a backend connection could not be established.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error("destination {destination} is not configured")]
+    UnknownDestination { destination: String },
+    #[error("destination {destination} has no {protocol} leg")]
+    NoLeg {
+        destination: String,
+        protocol: Protocol,
+    },
+    #[error("destination {destination} at {addr} is postern itself; refusing to loop")]
+    Loop {
+        destination: String,
+        addr: SocketAddr,
+    },
+    #[error("destination {destination} uses xclient forwarding but proxy_ttl {ttl} would loop")]
+    TtlExhausted { destination: String, ttl: u32 },
+    #[error("destination {destination} is marked down")]
+    Down { destination: String },
+    #[error("destination {destination} has no resolved address")]
+    NoAddress { destination: String },
+    #[error(
+        "destination {destination}: no source_ips entry of the family of any of its addresses"
+    )]
+    NoSourceIp { destination: String },
+    #[error("connect to {addr} failed")]
+    Connect { addr: SocketAddr, source: io::Error },
+    #[error("sending the proxy header to {addr} failed")]
+    ProxyHeader { addr: SocketAddr, source: io::Error },
+    #[error("tls handshake with {addr} failed")]
+    Tls { addr: SocketAddr, source: io::Error },
+    #[error("no tls configuration for destination {destination}")]
+    NoTlsConfig { destination: String },
+    #[error("backend attempt timed out after {timeout:?}")]
+    Timeout { timeout: Duration },
+}
+
+impl DialError {
+    /// Who is to blame.
+    pub fn side(&self) -> Side {
+        match self {
+            DialError::Down { .. }
+            | DialError::NoAddress { .. }
+            | DialError::Connect { .. }
+            | DialError::ProxyHeader { .. }
+            | DialError::Tls { .. }
+            | DialError::Timeout { .. } => Side::Upstream,
+            DialError::UnknownDestination { .. }
+            | DialError::NoLeg { .. }
+            | DialError::Loop { .. }
+            | DialError::TtlExhausted { .. }
+            | DialError::NoSourceIp { .. }
+            | DialError::NoTlsConfig { .. } => Side::Local,
+        }
+    }
+
+    /// Worth another attempt: connect, TLS handshake and timeout failures.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            DialError::Connect { .. }
+                | DialError::ProxyHeader { .. }
+                | DialError::Tls { .. }
+                | DialError::Timeout { .. }
+        )
+    }
+}
+
+/// A connected backend, plain or TLS.
+pub enum BackendStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl BackendStream {
+    pub fn is_tls(&self) -> bool {
+        matches!(self, BackendStream::Tls(_))
+    }
+}
+
+impl AsyncRead for BackendStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            BackendStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for BackendStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            BackendStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            BackendStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            BackendStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// An established backend connection.
+pub struct Dialed {
+    pub stream: BackendStream,
+    /// The backend address connected to.
+    pub addr: SocketAddr,
+}
+
+/// One destination as this worker dials it.
+struct Target {
+    destination: Destination,
+    /// Candidate IPs: the literal `host`, else what the supervisor resolved.
+    ips: Vec<IpAddr>,
+    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+    next_source: AtomicUsize,
+}
+
+/// Everything needed to dial any destination; built once per worker.
+pub struct Upstreams {
+    targets: BTreeMap<String, Target>,
+    health: Arc<Health>,
+    own_addrs: Vec<SocketAddr>,
+    backend_timeout: Duration,
+    retries: u32,
+    proxy_ttl: u32,
+}
+
+impl Upstreams {
+    /// Builds TLS client configurations for the destinations whose `protocol` leg uses
+    /// TLS (the legs this worker can dial), so an unusable one fails at startup.
+    pub fn new(
+        config: &Config,
+        material: &Material,
+        protocol: Protocol,
+        resolved: &BTreeMap<String, Vec<IpAddr>>,
+        own_addrs: &[SocketAddr],
+    ) -> Result<Upstreams, TlsSetupError> {
+        let mut targets = BTreeMap::new();
+        for (name, destination) in &config.destinations {
+            let tls = match destination.leg(protocol) {
+                Some(leg) if leg.tls != TlsMode::Plain => {
+                    let (client, server_name) = tls::client_config(destination, material)?;
+                    Some((tokio_rustls::TlsConnector::from(client), server_name))
+                }
+                _ => None,
+            };
+            if destination.tls_allow_invalid_certs && tls.is_some() {
+                tracing::warn!(destination = %name, "backend certificates are not verified (tls_allow_invalid_certs)");
+            }
+            let ips = match host_ip(&destination.host) {
+                Some(ip) => vec![ip],
+                None => resolved.get(name).cloned().unwrap_or_default(),
+            };
+            targets.insert(
+                name.clone(),
+                Target {
+                    destination: destination.clone(),
+                    ips,
+                    tls,
+                    next_source: AtomicUsize::new(0),
+                },
+            );
+        }
+        let server = &config.server;
+        Ok(Upstreams {
+            targets,
+            health: Arc::new(Health::new(
+                server.host_down_threshold,
+                server.host_down_cooldown,
+            )),
+            own_addrs: own_addrs.to_vec(),
+            backend_timeout: server.backend_timeout,
+            retries: server.backend_connect_retries,
+            proxy_ttl: server.proxy_ttl,
+        })
+    }
+
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    /// Connects to `destination`'s `protocol` leg on behalf of the client at `client`,
+    /// which connected to `local` (both from the inbound PROXY header when there was one).
+    pub async fn dial(
+        &self,
+        destination: &str,
+        protocol: Protocol,
+        client: SocketAddr,
+        local: SocketAddr,
+    ) -> Result<Dialed, DialError> {
+        let target =
+            self.targets
+                .get(destination)
+                .ok_or_else(|| DialError::UnknownDestination {
+                    destination: destination.to_string(),
+                })?;
+        let leg = target
+            .destination
+            .leg(protocol)
+            .ok_or_else(|| DialError::NoLeg {
+                destination: destination.to_string(),
+                protocol,
+            })?;
+        self.loop_guard(target, leg.port, leg.forwarding)?;
+        let admission = self
+            .health
+            .admit(destination)
+            .ok_or_else(|| DialError::Down {
+                destination: destination.to_string(),
+            })?;
+        if target.ips.is_empty() {
+            admission.failure();
+            return Err(DialError::NoAddress {
+                destination: destination.to_string(),
+            });
+        }
+        let header = (leg.forwarding == Forwarding::Proxy).then(|| proxy_header(client, local));
+        let use_tls = leg.tls == TlsMode::Implicit;
+        let attempts = 1 + self.retries;
+        let mut last = None;
+        for attempt in 0..attempts {
+            if attempt > 0 {
+                tokio::time::sleep(RETRY_DELAY).await;
+            }
+            let once = self.attempt(target, leg.port, header.as_deref(), use_tls);
+            let result = match tokio::time::timeout(self.backend_timeout, once).await {
+                Ok(result) => result,
+                Err(_) => Err(DialError::Timeout {
+                    timeout: self.backend_timeout,
+                }),
+            };
+            match result {
+                Ok(dialed) => {
+                    admission.success();
+                    tracing::debug!(destination, addr = %dialed.addr, tls = dialed.stream.is_tls(), attempt, "backend connected");
+                    return Ok(dialed);
+                }
+                Err(e) if e.is_retryable() => {
+                    tracing::debug!(destination, attempt, error = %ErrorChain(&e), "backend attempt failed");
+                    last = Some(e);
+                }
+                // Not the backend's fault (source IPs, missing TLS config): no retry, and
+                // the breaker is not told.
+                Err(e) => return Err(e),
+            }
+        }
+        admission.failure();
+        Err(last.unwrap_or(DialError::Timeout {
+            timeout: self.backend_timeout,
+        }))
+    }
+
+    /// Refuses dials that would come back to postern (reference §4.7).
+    fn loop_guard(
+        &self,
+        target: &Target,
+        port: u16,
+        forwarding: Forwarding,
+    ) -> Result<(), DialError> {
+        let name = &target.destination.name;
+        if forwarding == Forwarding::Xclient && self.proxy_ttl <= 1 {
+            return Err(DialError::TtlExhausted {
+                destination: name.clone(),
+                ttl: self.proxy_ttl,
+            });
+        }
+        if let Some(ip) = host_ip(&target.destination.host) {
+            let addr = SocketAddr::new(ip.to_canonical(), port);
+            let is_own = self.own_addrs.iter().any(|own| {
+                own.port() == port
+                    && (own.ip().is_unspecified() || own.ip().to_canonical() == addr.ip())
+            });
+            if is_own {
+                return Err(DialError::Loop {
+                    destination: name.clone(),
+                    addr,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn attempt(
+        &self,
+        target: &Target,
+        port: u16,
+        header: Option<&[u8]>,
+        use_tls: bool,
+    ) -> Result<Dialed, DialError> {
+        let (tcp, addr) = self.connect(target, port).await?;
+        let mut tcp = tcp;
+        if let Some(header) = header {
+            tcp.write_all(header)
+                .await
+                .map_err(|source| DialError::ProxyHeader { addr, source })?;
+        }
+        if !use_tls {
+            return Ok(Dialed {
+                stream: BackendStream::Plain(tcp),
+                addr,
+            });
+        }
+        let (connector, server_name) =
+            target.tls.as_ref().ok_or_else(|| DialError::NoTlsConfig {
+                destination: target.destination.name.clone(),
+            })?;
+        let tls = connector
+            .connect(server_name.clone(), tcp)
+            .await
+            .map_err(|source| DialError::Tls { addr, source })?;
+        let (_, session) = tls.get_ref();
+        tracing::debug!(
+            %addr,
+            version = ?session.protocol_version(),
+            cipher = ?session.negotiated_cipher_suite().map(|s| s.suite()),
+            "backend tls established"
+        );
+        Ok(Dialed {
+            stream: BackendStream::Tls(Box::new(tls)),
+            addr,
+        })
+    }
+
+    /// TCP connect to each address in turn, from a same-family source IP if any are set.
+    async fn connect(
+        &self,
+        target: &Target,
+        port: u16,
+    ) -> Result<(TcpStream, SocketAddr), DialError> {
+        let sources = &target.destination.source_ips;
+        let mut last = None;
+        for ip in &target.ips {
+            let addr = SocketAddr::new(*ip, port);
+            let source = if sources.is_empty() {
+                None
+            } else {
+                let same: Vec<IpAddr> = sources
+                    .iter()
+                    .copied()
+                    .filter(|s| s.is_ipv4() == ip.is_ipv4())
+                    .collect();
+                if same.is_empty() {
+                    continue;
+                }
+                let n = target.next_source.fetch_add(1, Ordering::Relaxed);
+                Some(same[n % same.len()])
+            };
+            match connect_one(addr, source).await {
+                Ok(stream) => return Ok((stream, addr)),
+                Err(source) => {
+                    tracing::debug!(%addr, error = %source, "connect failed");
+                    last = Some(DialError::Connect { addr, source });
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| DialError::NoSourceIp {
+            destination: target.destination.name.clone(),
+        }))
+    }
+}
+
+/// The IP of an IP-literal `host` (IPv6 with or without brackets).
+fn host_ip(host: &str) -> Option<IpAddr> {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    bare.parse().ok()
+}
+
+async fn connect_one(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(source) = source {
+        socket.bind(SocketAddr::new(source, 0))?;
+    }
+    socket.set_nodelay(true)?;
+    socket.connect(addr).await
+}
+
+/// The PROXY header sent to a backend (reference §4.2): v2, command PROXY, TCP, no TLVs;
+/// IPv4-mapped IPv6 addresses as IPv4; the v1 `PROXY UNKNOWN` line when the two
+/// addresses are of different families.
+pub fn proxy_header(client: SocketAddr, local: SocketAddr) -> Vec<u8> {
+    const SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+    const VERSION_2_PROXY: u8 = 0x21;
+    const TCP_OVER_IPV4: u8 = 0x11;
+    const TCP_OVER_IPV6: u8 = 0x21;
+    let src = client.ip().to_canonical();
+    let dst = local.ip().to_canonical();
+    let mut out = Vec::with_capacity(52);
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            out.extend_from_slice(SIGNATURE);
+            out.extend_from_slice(&[VERSION_2_PROXY, TCP_OVER_IPV4, 0, 12]);
+            out.extend_from_slice(&s.octets());
+            out.extend_from_slice(&d.octets());
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            out.extend_from_slice(SIGNATURE);
+            out.extend_from_slice(&[VERSION_2_PROXY, TCP_OVER_IPV6, 0, 36]);
+            out.extend_from_slice(&s.octets());
+            out.extend_from_slice(&d.octets());
+        }
+        _ => return b"PROXY UNKNOWN\r\n".to_vec(),
+    }
+    out.extend_from_slice(&client.port().to_be_bytes());
+    out.extend_from_slice(&local.port().to_be_bytes());
+    out
+}
+
+/// Displays an error with its whole `source()` chain on one line.
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "upstream_tests.rs"]
+mod tests;
