@@ -125,3 +125,33 @@ fn a_configuration_failure_waits_for_reload() {
     proxy.reload().expect("reload");
     support::eventually(Duration::from_secs(5), "reload to try the pool again", || (spawned(&proxy.log()) > before).then_some(()));
 }
+
+#[test]
+fn a_worker_that_breaks_the_ipc_protocol_is_killed_alone() {
+    let backend = MockUpstream::new().echo().start();
+    let dir = support::shared_tempdir();
+    let proxy = Proxy::spawn_env(config(dir.path(), backend.addr().port()), dir.path(), &[("POSTERN_TEST_FAULTS", "victim:garbage-once")]);
+    let pool = support::eventually(Duration::from_secs(10), "the hostile worker to be replaced", || {
+        let pool = proxy.try_status_json().ok()?["pools"].as_array()?.iter().find(|p| p["listener"] == "victim")?.clone();
+        (pool["restarts"] == 1 && pool["state"] == "running").then_some(pool)
+    });
+    assert_eq!(pool["last_exit"], "signal 9 (KILL)");
+    assert!(proxy.log().contains("worker broke the ipc protocol"));
+    assert_eq!(proxy.pool("steady")["restarts"], 0);
+    assert_eq!(proxy.status_json()["supervisor_pid"].as_u64(), Some(u64::from(proxy.pid())));
+}
+
+#[test]
+fn a_worker_over_max_session_memory_is_killed_and_restarted() {
+    let backend = MockUpstream::new().echo().start();
+    let dir = support::shared_tempdir();
+    // No worker fits in 1 MiB of resident memory: every one is killed at its first check.
+    let cfg = config(dir.path(), backend.addr().port()).replace("[sandbox]", "max_session_memory = \"1MiB\"\n\n[sandbox]");
+    let proxy = Proxy::spawn(cfg, dir.path());
+    proxy.wait_log("over server.max_session_memory", Duration::from_secs(10));
+    let pool = support::eventually(Duration::from_secs(10), "a restart after the memory kill", || {
+        let pool = proxy.try_status_json().ok()?["pools"].as_array()?.iter().find(|p| p["listener"] == "victim")?.clone();
+        (pool["restarts"].as_u64()? >= 1).then_some(pool)
+    });
+    assert_eq!(pool["last_exit"], "signal 9 (KILL)");
+}

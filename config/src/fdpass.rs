@@ -13,6 +13,9 @@ use nix::sys::socket::{
     SockFlag, SockType,
 };
 
+/// One received record: its bytes and the fds that rode with it.
+pub type Record = (Vec<u8>, Vec<OwnedFd>);
+
 /// Most fds one record may carry (`SCM_MAX_FD` is 253).
 pub const MAX_FDS: usize = 253;
 
@@ -62,7 +65,7 @@ pub fn send(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> Resul
 
 /// Receives one record of at most `max` bytes. `Ok(None)` is end of stream (the peer
 /// closed). A would-block socket gives `Io` with kind `WouldBlock`.
-pub fn recv(sock: BorrowedFd<'_>, max: usize) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>, FdPassError> {
+pub fn recv(sock: BorrowedFd<'_>, max: usize) -> Result<Option<Record>, FdPassError> {
     let mut buf = vec![0u8; max];
     let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
     let (len, fds, flags) = {
@@ -133,7 +136,7 @@ pub fn send_message(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) 
 }
 
 /// Receives a message sent with [`send_message`], refusing payloads over `max`.
-pub fn recv_message(sock: BorrowedFd<'_>, max: usize) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>, FdPassError> {
+pub fn recv_message(sock: BorrowedFd<'_>, max: usize) -> Result<Option<Record>, FdPassError> {
     let Some((record, mut fds)) = recv(sock, INLINE_MAX + 1)? else { return Ok(None) };
     match record.split_first() {
         Some((&TAG_INLINE, body)) => Ok(Some((body.to_vec(), fds))),

@@ -72,6 +72,8 @@ pub enum Fault {
     ExitBeforeReady,
     /// Report a configuration-level failure (`Fatal`) and exit 78.
     FatalConfig,
+    /// After `Ready`, send a record that is not a valid message.
+    GarbageAfterReady,
 }
 
 /// Everything a worker may say to the supervisor.

@@ -67,6 +67,8 @@ pub enum FaultSpec {
     SeccompOnce,
     /// Every spawn reports a configuration-level failure.
     Fatal,
+    /// The first spawn sends garbage on its IPC socket after `Ready`.
+    GarbageOnce,
 }
 
 impl FaultSpec {
@@ -78,6 +80,7 @@ impl FaultSpec {
                     "exit-before-ready" => FaultSpec::ExitBeforeReady,
                     "seccomp-once" => FaultSpec::SeccompOnce,
                     "fatal" => FaultSpec::Fatal,
+                    "garbage-once" => FaultSpec::GarbageOnce,
                     _ => return None,
                 };
                 Some((name.trim().to_owned(), fault))
@@ -91,6 +94,8 @@ impl FaultSpec {
             FaultSpec::SeccompOnce if spawns == 0 => Some(Fault::ForbiddenSyscallAfterReady),
             FaultSpec::SeccompOnce => None,
             FaultSpec::Fatal => Some(Fault::FatalConfig),
+            FaultSpec::GarbageOnce if spawns == 0 => Some(Fault::GarbageAfterReady),
+            FaultSpec::GarbageOnce => None,
         }
     }
 }
@@ -763,9 +768,7 @@ async fn worker_io(
     }
 }
 
-type Record = (Vec<u8>, Vec<OwnedFd>);
-
-async fn recv_from_worker(ipc: &tokio::net::UnixStream) -> Option<Result<Option<Record>, std::io::Error>> {
+async fn recv_from_worker(ipc: &tokio::net::UnixStream) -> Option<Result<Option<fdpass::Record>, std::io::Error>> {
     loop {
         if let Err(e) = ipc.readable().await {
             return Some(Err(e));

@@ -114,9 +114,18 @@ async fn serve(
         return EX_SOFTWARE;
     }
     tracing::info!(listener = %services.listener().name, "worker ready");
-    if fault == Some(Fault::ForbiddenSyscallAfterReady) {
-        tracing::warn!("test fault: calling execve under seccomp");
-        let _ = nix::unistd::execv(c"/bin/true", &[c"true"]);
+    match fault {
+        Some(Fault::ForbiddenSyscallAfterReady) => {
+            tracing::warn!("test fault: calling execve under seccomp");
+            let _ = nix::unistd::execv(c"/bin/true", &[c"true"]);
+        }
+        Some(Fault::GarbageAfterReady) => {
+            tracing::warn!("test fault: sending garbage to the supervisor");
+            let _ = ipc.try_io(tokio::io::Interest::WRITABLE, || {
+                fdpass::send(ipc.as_fd(), &[0xff; 64], &[]).map_err(io_err)
+            });
+        }
+        _ => {}
     }
     // Serve until told to drain, or until the supervisor is gone.
     let deadline = loop {

@@ -69,11 +69,9 @@ const ALLOWED: &[i64] = &[
     libc::SYS_newfstatat,
     libc::SYS_openat,
     // event loop
-    libc::SYS_epoll_wait,
     libc::SYS_epoll_pwait,
     libc::SYS_epoll_pwait2,
     libc::SYS_epoll_ctl,
-    libc::SYS_poll,
     libc::SYS_ppoll,
     // memory and signals
     libc::SYS_futex,
@@ -103,6 +101,12 @@ const ALLOWED: &[i64] = &[
     libc::SYS_exit,
     libc::SYS_exit_group,
 ];
+
+/// Older syscalls that exist only on some architectures (aarch64 has neither).
+#[cfg(target_arch = "x86_64")]
+const ARCH_ALLOWED: &[i64] = &[libc::SYS_epoll_wait, libc::SYS_poll];
+#[cfg(not(target_arch = "x86_64"))]
+const ARCH_ALLOWED: &[i64] = &[];
 
 /// Installs the worker filters. `Off` installs nothing.
 pub fn install(mode: SeccompMode) -> Result<(), SandboxError> {
@@ -155,7 +159,8 @@ fn rule(conds: Vec<SeccompCondition>) -> Result<SeccompRule, SandboxError> {
 
 fn allowlist() -> Result<BTreeMap<i64, Vec<SeccompRule>>, SandboxError> {
     use SeccompCmpOp::{Eq, MaskedEq};
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = ALLOWED.iter().map(|s| (*s, vec![])).collect();
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+        ALLOWED.iter().chain(ARCH_ALLOWED).map(|s| (*s, vec![])).collect();
     // socket(): IPv4 and IPv6 only (no AF_UNIX, AF_NETLINK, AF_PACKET...).
     rules.insert(
         libc::SYS_socket,
