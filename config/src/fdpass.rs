@@ -156,6 +156,60 @@ pub fn recv_message(sock: BorrowedFd<'_>, max: usize) -> Result<Option<Record>, 
     }
 }
 
+/// A `SOCK_SEQPACKET` socket driven by tokio's readiness, records read and written
+/// with the functions above. (Wrapped in a `UnixStream` only for its safe readiness
+/// API; no stream read or write is ever made on it.)
+pub struct Channel {
+    socket: tokio::net::UnixStream,
+}
+
+impl Channel {
+    /// Adopts `fd` (made non-blocking); needs a tokio runtime.
+    pub fn new(fd: OwnedFd) -> io::Result<Channel> {
+        set_nonblocking(&fd, true)?;
+        let socket = tokio::net::UnixStream::from_std(std::os::unix::net::UnixStream::from(fd))?;
+        Ok(Channel { socket })
+    }
+
+    /// One record of at most `max` bytes; `None` at end of stream.
+    pub async fn recv(&self, max: usize) -> io::Result<Option<Record>> {
+        self.io(tokio::io::Interest::READABLE, || recv(self.socket.as_fd(), max)).await
+    }
+
+    /// One message sent with [`send_message`], of at most `max` bytes.
+    pub async fn recv_message(&self, max: usize) -> io::Result<Option<Record>> {
+        self.io(tokio::io::Interest::READABLE, || recv_message(self.socket.as_fd(), max)).await
+    }
+
+    /// One record, no fds.
+    pub async fn send(&self, bytes: &[u8]) -> io::Result<()> {
+        self.io(tokio::io::Interest::WRITABLE, || send(self.socket.as_fd(), bytes, &[])).await
+    }
+
+    /// One message of any size (see [`send_message`]), no fds.
+    pub async fn send_message(&self, bytes: &[u8]) -> io::Result<()> {
+        self.io(tokio::io::Interest::WRITABLE, || send_message(self.socket.as_fd(), bytes, &[])).await
+    }
+
+    async fn io<T>(&self, interest: tokio::io::Interest, mut op: impl FnMut() -> Result<T, FdPassError>) -> io::Result<T> {
+        loop {
+            self.socket.ready(interest).await?;
+            // `try_io` clears readiness on WouldBlock, so keep that error kind intact.
+            match self.socket.try_io(interest, || op().map_err(into_io)) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return other,
+            }
+        }
+    }
+}
+
+fn into_io(e: FdPassError) -> io::Error {
+    match e {
+        FdPassError::Io(e) => e,
+        other => io::Error::other(other),
+    }
+}
+
 /// Switches an fd between blocking and non-blocking mode.
 pub fn set_nonblocking(fd: impl AsFd, on: bool) -> io::Result<()> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};

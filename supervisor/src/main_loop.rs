@@ -291,7 +291,7 @@ impl Supervisor {
         let spawned = match spawn::spawn(&hello, &fds, &log) {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(worker = %worker_id, error = %error_chain(&e), "cannot start worker");
+                tracing::warn!(worker = %worker_id, error = %postern_config::error_chain(&e), "cannot start worker");
                 let delay = pool.backoff.on_startup_failure(Instant::now());
                 pool.pending.insert(index, Instant::now() + delay);
                 pool.last_exit = Some(format!("spawn failed: {e}"));
@@ -661,16 +661,6 @@ fn join_issues(issues: &[postern_config::Issue]) -> String {
     issues.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
 
 /// Resolves every destination host that is not an IP literal; workers do no DNS.
 pub fn resolve(config: &Config) -> BTreeMap<String, Vec<IpAddr>> {
@@ -714,10 +704,8 @@ async fn worker_io(
     mut outbox: mpsc::UnboundedReceiver<SupervisorMsg>,
     events: mpsc::UnboundedSender<Event>,
 ) {
-    // A SEQPACKET socket driven through tokio's UnixStream readiness; records are
-    // read and written with our own recvmsg/sendmsg inside `try_io`.
-    let ipc = match tokio::net::UnixStream::from_std(std::os::unix::net::UnixStream::from(ipc)) {
-        Ok(s) => Some(s),
+    let ipc = match fdpass::Channel::new(ipc) {
+        Ok(c) => Some(c),
         Err(e) => {
             let _ = events.send(Event::Bad { pool: pool.clone(), serial, reason: format!("ipc: {e}") });
             None
@@ -738,15 +726,15 @@ async fn worker_io(
                 return;
             }
             Some(msg) = outbox.recv(), if open => {
-                if let Some(ipc) = &ipc {
-                    if send_to_worker(ipc, &msg).await.is_err() {
-                        open = false;
-                    }
-                }
+                let sent = match (&ipc, codec::encode(&msg)) {
+                    (Some(ipc), Ok(bytes)) => ipc.send_message(&bytes).await.is_ok(),
+                    _ => false,
+                };
+                open &= sent;
             }
-            record = async { recv_from_worker(ipc.as_ref()?).await }, if open => {
+            record = async { ipc.as_ref()?.recv(MAX_WORKER_RECORD).await.ok() }, if open => {
                 match record {
-                    Some(Ok(Some((bytes, fds)))) => {
+                    Some(Some((bytes, fds))) => {
                         let event = if !fds.is_empty() {
                             Event::Bad { pool: pool.clone(), serial, reason: "sent file descriptors".into() }
                         } else {
@@ -757,49 +745,14 @@ async fn worker_io(
                         };
                         let _ = events.send(event);
                     }
-                    Some(Ok(None)) | None => open = false,
-                    Some(Err(e)) => {
-                        let _ = events.send(Event::Bad { pool: pool.clone(), serial, reason: e.to_string() });
+                    // End of stream, or a record we could not read (oversized, truncated).
+                    Some(None) => open = false,
+                    None => {
+                        let _ = events.send(Event::Bad { pool: pool.clone(), serial, reason: "unreadable record".into() });
                         open = false;
                     }
                 }
             }
         }
-    }
-}
-
-async fn recv_from_worker(ipc: &tokio::net::UnixStream) -> Option<Result<Option<fdpass::Record>, std::io::Error>> {
-    loop {
-        if let Err(e) = ipc.readable().await {
-            return Some(Err(e));
-        }
-        let got = ipc.try_io(tokio::io::Interest::READABLE, || {
-            fdpass::recv(ipc.as_fd(), MAX_WORKER_RECORD).map_err(fdpass_io)
-        });
-        match got {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            other => return Some(other),
-        }
-    }
-}
-
-async fn send_to_worker(ipc: &tokio::net::UnixStream, msg: &SupervisorMsg) -> std::io::Result<()> {
-    let bytes = codec::encode(msg).map_err(std::io::Error::other)?;
-    loop {
-        ipc.writable().await?;
-        match ipc.try_io(tokio::io::Interest::WRITABLE, || {
-            fdpass::send_message(ipc.as_fd(), &bytes, &[]).map_err(fdpass_io)
-        }) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            other => return other,
-        }
-    }
-}
-
-/// Keeps `WouldBlock` recognisable for `try_io`.
-fn fdpass_io(e: fdpass::FdPassError) -> std::io::Error {
-    match e {
-        fdpass::FdPassError::Io(e) => e,
-        other => std::io::Error::other(other),
     }
 }

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use postern_config::ipc::{Fault, SupervisorMsg, WorkerMsg};
 use postern_config::{codec, fdpass, EX_CONFIG};
-use tokio::net::UnixStream;
 use tokio::sync::watch;
 
 use crate::handshake;
@@ -45,7 +44,7 @@ pub fn run(ipc_fd: i32, id: &str) -> i32 {
     }
     let services = match Services::new(&hello) {
         Ok(s) => Arc::new(s),
-        Err(e) => return fatal(&ipc, error_chain(&e)),
+        Err(e) => return fatal(&ipc, postern_config::error_chain(&e)),
     };
     if let Err(e) = nix::sys::prctl::set_dumpable(false) {
         tracing::error!(error = %e, "cannot make the worker non-dumpable");
@@ -70,7 +69,7 @@ pub fn run(ipc_fd: i32, id: &str) -> i32 {
     // Every thread exists now (tokio spawns its workers eagerly): filter them all.
     let mode = hello.config.sandbox.seccomp;
     if let Err(e) = crate::sandbox::install(mode) {
-        return fatal(&ipc, format!("sandbox.seccomp = \"{mode}\": {}", error_chain(&e)));
+        return fatal(&ipc, format!("sandbox.seccomp = \"{mode}\": {}", postern_config::error_chain(&e)));
     }
     tracing::debug!(seccomp = %mode, "sandbox installed");
     let load = Arc::new(Load {
@@ -94,11 +93,7 @@ async fn serve(
     grace: Duration,
     fault: Option<Fault>,
 ) -> i32 {
-    if let Err(e) = fdpass::set_nonblocking(&ipc, true) {
-        tracing::error!(error = %e, "ipc socket");
-        return EX_SOFTWARE;
-    }
-    let ipc = match UnixStream::from_std(std::os::unix::net::UnixStream::from(ipc)) {
+    let ipc = match fdpass::Channel::new(ipc) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "ipc socket");
@@ -121,9 +116,7 @@ async fn serve(
         }
         Some(Fault::GarbageAfterReady) => {
             tracing::warn!("test fault: sending garbage to the supervisor");
-            let _ = ipc.try_io(tokio::io::Interest::WRITABLE, || {
-                fdpass::send(ipc.as_fd(), &[0xff; 64], &[]).map_err(io_err)
-            });
+            let _ = ipc.send(&[0xff; 64]).await;
         }
         _ => {}
     }
@@ -167,39 +160,15 @@ async fn serve(
     0
 }
 
-async fn recv(ipc: &UnixStream) -> std::io::Result<Option<SupervisorMsg>> {
-    loop {
-        ipc.readable().await?;
-        let got = ipc.try_io(tokio::io::Interest::READABLE, || {
-            fdpass::recv_message(ipc.as_fd(), postern_config::ipc::MAX_RECORD_BYTES).map_err(io_err)
-        });
-        match got {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-            Ok(None) => return Ok(None),
-            Ok(Some((bytes, _fds))) => {
-                return codec::decode(&bytes).map(Some).map_err(std::io::Error::other);
-            }
-        }
+async fn recv(ipc: &fdpass::Channel) -> std::io::Result<Option<SupervisorMsg>> {
+    match ipc.recv_message(postern_config::ipc::MAX_RECORD_BYTES).await? {
+        None => Ok(None),
+        Some((bytes, _fds)) => codec::decode(&bytes).map(Some).map_err(std::io::Error::other),
     }
 }
 
-async fn send(ipc: &UnixStream, msg: &WorkerMsg) -> std::io::Result<()> {
-    let bytes = codec::encode(msg).map_err(std::io::Error::other)?;
-    loop {
-        ipc.writable().await?;
-        match ipc.try_io(tokio::io::Interest::WRITABLE, || fdpass::send(ipc.as_fd(), &bytes, &[]).map_err(io_err)) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            other => return other,
-        }
-    }
-}
-
-fn io_err(e: fdpass::FdPassError) -> std::io::Error {
-    match e {
-        fdpass::FdPassError::Io(e) => e,
-        other => std::io::Error::other(other),
-    }
+async fn send(ipc: &fdpass::Channel, msg: &WorkerMsg) -> std::io::Result<()> {
+    ipc.send(&codec::encode(msg).map_err(std::io::Error::other)?).await
 }
 
 /// Reports a configuration-level failure to the supervisor and returns exit 78.
@@ -212,13 +181,3 @@ fn fatal(ipc: &OwnedFd, reason: String) -> i32 {
     EX_CONFIG
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
