@@ -43,25 +43,27 @@ pub enum DurationError {
     },
 }
 
+/// Splits `"<digits>[ ]<unit>"` (already trimmed) into its number and its unit.
+/// `None` when it does not start with a digit; a number of `None` does not fit a u64.
+pub(crate) fn split_quantity(trimmed: &str) -> Option<(Option<u64>, &str)> {
+    let digits_end = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
+    if digits_end == 0 {
+        return None;
+    }
+    let (digits, rest) = trimmed.split_at(digits_end);
+    Some((digits.parse().ok(), rest.trim_start()))
+}
+
 /// Parses `"<integer><unit>"` where unit is `ms`, `s`, `m`, `h` or `d`.
 pub fn parse(text: &str) -> Result<Duration, DurationError> {
     let trimmed = text.trim();
     if trimmed.is_empty() {
         return Err(DurationError::Empty);
     }
-    let digits_end = trimmed
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(trimmed.len());
-    if digits_end == 0 {
-        return Err(DurationError::NoNumber {
-            text: trimmed.to_owned(),
-        });
-    }
-    let (digits, rest) = trimmed.split_at(digits_end);
-    let number: u64 = digits.parse().map_err(|_| DurationError::Overflow {
-        text: trimmed.to_owned(),
-    })?;
-    let unit = rest.trim_start();
+    let Some((number, unit)) = split_quantity(trimmed) else {
+        return Err(DurationError::NoNumber { text: trimmed.to_owned() });
+    };
+    let number = number.ok_or_else(|| DurationError::Overflow { text: trimmed.to_owned() })?;
     if unit.is_empty() {
         return Err(DurationError::MissingUnit {
             text: trimmed.to_owned(),

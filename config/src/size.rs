@@ -39,20 +39,11 @@ pub enum SizeError {
 /// Parses a size such as `"64M"`, `"1GiB"`, `"1500 KB"` or `"4096"` into bytes.
 pub fn parse(text: &str) -> Result<u64, SizeError> {
     let trimmed = text.trim();
-    let digits_end = trimmed
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(trimmed.len());
-    if digits_end == 0 {
-        return Err(SizeError::NoNumber {
-            text: trimmed.to_owned(),
-        });
-    }
-    let (digits, rest) = trimmed.split_at(digits_end);
-    let overflow = || SizeError::Overflow {
-        text: trimmed.to_owned(),
+    let Some((number, unit)) = crate::duration::split_quantity(trimmed) else {
+        return Err(SizeError::NoNumber { text: trimmed.to_owned() });
     };
-    let number: u64 = digits.parse().map_err(|_| overflow())?;
-    let unit = rest.trim_start();
+    let overflow = || SizeError::Overflow { text: trimmed.to_owned() };
+    let number = number.ok_or_else(overflow)?;
     let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kib" => 1 << 10,
