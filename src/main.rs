@@ -13,7 +13,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Cmd::Run { config } => {
-            let level = postern_config::load_file(&config).map(|c| c.server.log_level).unwrap_or_else(|_| "info".into());
+            let level = postern_config::load_file(&config)
+                .map(|c| c.server.log_level)
+                .unwrap_or_else(|_| "info".into());
             init_logging("supervisor", &level);
             postern_supervisor::run(config)
         }
@@ -22,7 +24,10 @@ fn main() -> ExitCode {
             postern_worker::run(ipc_fd, &id)
         }
         Cmd::CheckConfig { config } => check_config(&config),
-        Cmd::Status(args) | Cmd::Supervisor { command: SupervisorCmd::Status(args) } => status::status(&args),
+        Cmd::Status(args)
+        | Cmd::Supervisor {
+            command: SupervisorCmd::Status(args),
+        } => status::status(&args),
         Cmd::Reload(args) => status::reload(&args),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
@@ -54,7 +59,12 @@ fn report_issues(path: &std::path::Path, issues: &[postern_config::Issue]) -> i3
     for issue in issues {
         eprintln!("{}: {issue}", path.display());
     }
-    eprintln!("{}: {} problem{} found", path.display(), issues.len(), if issues.len() == 1 { "" } else { "s" });
+    eprintln!(
+        "{}: {} problem{} found",
+        path.display(),
+        issues.len(),
+        if issues.len() == 1 { "" } else { "s" }
+    );
     postern_config::EX_CONFIG
 }
 

@@ -18,7 +18,10 @@ pub fn socket_path(args: &ControlArgs) -> PathBuf {
     if let Some(s) = &args.socket {
         return s.clone();
     }
-    let config = args.config.clone().unwrap_or_else(|| PathBuf::from(crate::cli::DEFAULT_CONFIG));
+    let config = args
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(crate::cli::DEFAULT_CONFIG));
     match postern_config::load_file(&config) {
         Ok(c) => c.server.control_socket,
         Err(_) => PathBuf::from("/run/postern/control.sock"),
@@ -36,14 +39,21 @@ pub fn request(socket: &Path, command: Command) -> Result<Answer, (String, i32)>
     let mut stream = UnixStream::connect(socket).map_err(|e| unreachable(&e))?;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
-    let req = ControlRequest { proto: control::PROTO, id: u64::from(std::process::id()), command };
+    let req = ControlRequest {
+        proto: control::PROTO,
+        id: u64::from(std::process::id()),
+        command,
+    };
     control::write_frame(&mut stream, &req).map_err(|e| unreachable(&e))?;
     let resp: control::ControlResponse = control::read_frame(&mut stream).map_err(|e| match e {
         control::FrameError::Version { .. } => (e.to_string(), EXIT_UNREACHABLE),
         other => unreachable(&other),
     })?;
     match resp.answer {
-        Answer::Denied { reason } => Err((format!("refused by the supervisor: {reason}"), EXIT_UNREACHABLE)),
+        Answer::Denied { reason } => Err((
+            format!("refused by the supervisor: {reason}"),
+            EXIT_UNREACHABLE,
+        )),
         other => Ok(other),
     }
 }
@@ -62,11 +72,12 @@ pub fn status(args: &crate::cli::StatusArgs) -> i32 {
         }
     };
     let out = if args.json {
-        serde_json::to_string_pretty(&report).map(|mut s| {
-            s.push('\n');
-            s
-        })
-        .unwrap_or_default()
+        serde_json::to_string_pretty(&report)
+            .map(|mut s| {
+                s.push('\n');
+                s
+            })
+            .unwrap_or_default()
     } else {
         render(&report)
     };
@@ -124,15 +135,31 @@ pub fn render(r: &StatusReport) -> String {
         r.user,
         human_duration(r.uptime_secs),
         r.generation,
-        r.reloaded_secs_ago.map(|s| format!(" (reloaded {} ago)", human_duration(s))).unwrap_or_default(),
+        r.reloaded_secs_ago
+            .map(|s| format!(" (reloaded {} ago)", human_duration(s)))
+            .unwrap_or_default(),
     );
     let mut rows = vec![[
-        "LISTENER", "PROTO", "LISTEN", "PID", "STATE", "UP", "RESTARTS", "LAST EXIT", "CONNS", "TOTAL",
+        "LISTENER",
+        "PROTO",
+        "LISTEN",
+        "PID",
+        "STATE",
+        "UP",
+        "RESTARTS",
+        "LAST EXIT",
+        "CONNS",
+        "TOTAL",
     ]
     .map(String::from)
     .to_vec()];
     for p in &r.pools {
-        let listen = p.addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ");
+        let listen = p
+            .addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" ");
         let last = p.last_exit.clone().unwrap_or_else(|| "-".into());
         let mut state = p.state.as_str().to_owned();
         if let Some(n) = p.next_try_secs {
@@ -140,21 +167,47 @@ pub fn render(r: &StatusReport) -> String {
         }
         if p.workers.is_empty() {
             rows.push(vec![
-                p.listener.clone(), p.protocol.clone(), listen.clone(), "-".into(), state.clone(), "-".into(),
-                p.restarts.to_string(), last.clone(), p.active.to_string(), p.total.to_string(),
+                p.listener.clone(),
+                p.protocol.clone(),
+                listen.clone(),
+                "-".into(),
+                state.clone(),
+                "-".into(),
+                p.restarts.to_string(),
+                last.clone(),
+                p.active.to_string(),
+                p.total.to_string(),
             ]);
         }
         for w in &p.workers {
-            let wstate = if w.phase == postern_config::control::WorkerPhase::Ready { state.clone() } else { format!("{:?}", w.phase).to_lowercase() };
+            let wstate = if w.phase == postern_config::control::WorkerPhase::Ready {
+                state.clone()
+            } else {
+                format!("{:?}", w.phase).to_lowercase()
+            };
             rows.push(vec![
-                w.id.clone(), p.protocol.clone(), listen.clone(), w.pid.to_string(), wstate,
-                human_duration(w.uptime_secs), p.restarts.to_string(), last.clone(), w.active.to_string(), w.total.to_string(),
+                w.id.clone(),
+                p.protocol.clone(),
+                listen.clone(),
+                w.pid.to_string(),
+                wstate,
+                human_duration(w.uptime_secs),
+                p.restarts.to_string(),
+                last.clone(),
+                w.active.to_string(),
+                w.total.to_string(),
             ]);
         }
     }
-    let widths: Vec<usize> = (0..rows[0].len()).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
     for row in rows {
-        let line: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }

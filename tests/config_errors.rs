@@ -6,7 +6,10 @@ mod support;
 use std::process::Command;
 
 fn postern(args: &[&str]) -> std::process::Output {
-    Command::new(support::postern_bin()).args(args).output().expect("run postern")
+    Command::new(support::postern_bin())
+        .args(args)
+        .output()
+        .expect("run postern")
 }
 
 #[test]
@@ -47,15 +50,28 @@ fn run_refuses_a_bad_config_with_78_before_binding() {
 #[test]
 fn the_shipped_examples_validate() {
     let root = env!("CARGO_MANIFEST_DIR");
-    for example in ["packaging/postern.minimal.toml", "packaging/postern.example.toml"] {
+    for example in [
+        "packaging/postern.minimal.toml",
+        "packaging/postern.example.toml",
+    ] {
         let path = format!("{root}/{example}");
         let out = postern(&["check-config", &path]);
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         // The examples point at /etc/postern/mappings.tsv, which only the package
         // installs; every other problem is a real failure.
-        let only_missing_mapping = text.lines().filter(|l| l.contains("problem") || l.contains(": ")).all(|l| {
-            l.contains("mapping") || l.contains("problem found") || l.contains("problems found")
-        });
-        assert!(out.status.success() || only_missing_mapping, "{example}:\n{text}");
+        let only_missing_mapping = text
+            .lines()
+            .filter(|l| l.contains("problem") || l.contains(": "))
+            .all(|l| {
+                l.contains("mapping") || l.contains("problem found") || l.contains("problems found")
+            });
+        assert!(
+            out.status.success() || only_missing_mapping,
+            "{example}:\n{text}"
+        );
     }
 }

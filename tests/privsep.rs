@@ -19,7 +19,12 @@ fn proc_status(pid: u32) -> HashMap<String, String> {
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.split_whitespace().collect::<Vec<_>>().join(" ")))
+        .map(|(k, v)| {
+            (
+                k.trim().to_owned(),
+                v.split_whitespace().collect::<Vec<_>>().join(" "),
+            )
+        })
         .collect()
 }
 
@@ -37,8 +42,14 @@ fn worker_pids(proxy: &Proxy) -> Vec<u32> {
 /// Two pass-through listeners in front of an echo backend.
 fn two_listener_config(dir: &std::path::Path, backend_port: u16) -> String {
     TestConfig::new(dir)
-        .listener("lmtp", "protocol = \"lmtp\"\nbind = [\"127.0.0.1:0\"]\ntls = \"plain\"")
-        .listener("smtp", "protocol = \"smtp\"\nbind = [\"127.0.0.1:0\"]\ntls = \"plain\"")
+        .listener(
+            "lmtp",
+            "protocol = \"lmtp\"\nbind = [\"127.0.0.1:0\"]\ntls = \"plain\"",
+        )
+        .listener(
+            "smtp",
+            "protocol = \"smtp\"\nbind = [\"127.0.0.1:0\"]\ntls = \"plain\"",
+        )
         .passthrough_destination("backend", backend_port, false)
         .render()
 }
@@ -47,7 +58,11 @@ fn assert_dropped(pid: u32, what: &str, uid: u32, gid: u32) -> HashMap<String, S
     let s = proc_status(pid);
     assert_eq!(s["Uid"], format!("{uid} {uid} {uid} {uid}"), "{what} Uid");
     assert_eq!(s["Gid"], format!("{gid} {gid} {gid} {gid}"), "{what} Gid");
-    assert_eq!(s.get("Groups").map(String::as_str), Some(""), "{what} supplementary groups");
+    assert_eq!(
+        s.get("Groups").map(String::as_str),
+        Some(""),
+        "{what} supplementary groups"
+    );
     for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
         assert_eq!(s[cap], "0000000000000000", "{what} {cap}");
     }
@@ -70,7 +85,10 @@ fn supervisor_and_workers_hold_no_privilege() {
     assert_eq!(workers.len(), 2, "one worker per listener");
     for pid in workers {
         let s = assert_dropped(pid, "worker", uid, gid);
-        assert_eq!(s["Seccomp"], "2", "worker {pid} runs under a seccomp filter");
+        assert_eq!(
+            s["Seccomp"], "2",
+            "worker {pid} runs under a seccomp filter"
+        );
     }
     // The status report names the account, too.
     assert_eq!(proxy.status_json()["user"], support::test_user());
@@ -98,30 +116,46 @@ fn no_inherited_fd_leaks_into_a_worker() {
     }
     // A pipe without close-on-exec, inherited by `postern run` from this process.
     let (read_end, write_end) = nix::unistd::pipe().expect("pipe");
-    let leaked = std::fs::read_link(format!("/proc/self/fd/{}", read_end.as_raw_fd())).expect("pipe link");
+    let leaked =
+        std::fs::read_link(format!("/proc/self/fd/{}", read_end.as_raw_fd())).expect("pipe link");
     let backend = MockUpstream::new().echo().start();
     let dir = support::shared_tempdir();
     let proxy = Proxy::start(two_listener_config(dir.path(), backend.addr().port()), &dir);
     drop(write_end);
 
     for pid in worker_pids(&proxy) {
-        for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).expect("worker fds").flatten() {
-            let fd: i32 = entry.file_name().to_string_lossy().parse().expect("fd number");
+        for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("worker fds")
+            .flatten()
+        {
+            let fd: i32 = entry
+                .file_name()
+                .to_string_lossy()
+                .parse()
+                .expect("fd number");
             let target = std::fs::read_link(entry.path()).unwrap_or_default();
-            assert_ne!(target, leaked, "worker {pid} inherited the test's pipe as fd {fd}");
+            assert_ne!(
+                target, leaked,
+                "worker {pid} inherited the test's pipe as fd {fd}"
+            );
             let target = target.to_string_lossy().into_owned();
             assert!(
                 fd <= 2 || target.starts_with("socket:") || target.starts_with("anon_inode:"),
                 "worker {pid} fd {fd} is {target}: only sockets and event fds are expected"
             );
             if fd > 2 {
-                let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).expect("fdinfo");
+                let info =
+                    std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).expect("fdinfo");
                 let flags = info
                     .lines()
                     .find_map(|l| l.strip_prefix("flags:"))
                     .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
                     .expect("flags");
-                assert_ne!(flags & 0o2000000, 0, "worker {pid} fd {fd} ({target}) is not close-on-exec");
+                assert_ne!(
+                    flags & 0o2000000,
+                    0,
+                    "worker {pid} fd {fd} ({target}) is not close-on-exec"
+                );
             }
         }
     }
@@ -136,12 +170,18 @@ fn killing_the_supervisor_leaves_no_worker() {
     let workers = worker_pids(&proxy);
     assert!(!workers.is_empty());
     proxy.signal(nix::sys::signal::Signal::SIGKILL);
-    proxy.wait_exit(Duration::from_secs(5)).expect("supervisor died");
+    proxy
+        .wait_exit(Duration::from_secs(5))
+        .expect("supervisor died");
     support::eventually(Duration::from_secs(3), "every worker to exit", || {
         // A worker is gone when its /proc entry is gone or a zombie awaiting its reaper.
         workers
             .iter()
-            .all(|pid| proc_status(*pid).get("State").is_none_or(|s| s.starts_with('Z')))
+            .all(|pid| {
+                proc_status(*pid)
+                    .get("State")
+                    .is_none_or(|s| s.starts_with('Z'))
+            })
             .then_some(())
     });
 }
@@ -173,22 +213,44 @@ fn control_socket_admits_only_root_and_the_service_account() {
 
     let meta = std::fs::metadata(&proxy.socket).expect("socket");
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    assert_eq!(meta.permissions().mode() & 0o777, 0o660, "control socket mode");
-    assert_eq!((meta.uid(), meta.gid()), (0, svc_gid), "control socket owner");
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o660,
+        "control socket mode"
+    );
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (0, svc_gid),
+        "control socket owner"
+    );
 
     // root: allowed.
     let out = proxy.cli(&["status", "--socket"], true);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The service account: allowed.
     let out = run_as(svc_uid, svc_gid, &[bin, "status", "--socket", &socket]);
-    assert_eq!(out.status.code(), Some(0), "service account: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "service account: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // nobody: the file mode keeps it out (EACCES at connect).
     let out = run_as(65534, 65534, &[bin, "status", "--socket", &socket]);
     assert_eq!(out.status.code(), Some(4), "nobody must be refused");
     assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"));
     // nobody with the service group passes the mode; SO_PEERCRED turns it away.
     let out = run_as(65534, svc_gid, &[bin, "status", "--socket", &socket]);
-    assert_eq!(out.status.code(), Some(4), "foreign uid with the group must be refused");
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "foreign uid with the group must be refused"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("refused by the supervisor"));
     proxy.wait_log("control request rejected", Duration::from_secs(5));
 }

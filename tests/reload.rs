@@ -20,7 +20,10 @@ fn round_trip(s: &mut TcpStream, line: &[u8]) {
 
 fn base(dir: &std::path::Path, port: u16) -> TestConfig {
     TestConfig::new(dir)
-        .listener("lmtp", "protocol = \"lmtp\"\nbind = [\"127.0.0.1:0\"]\ntls = \"plain\"")
+        .listener(
+            "lmtp",
+            "protocol = \"lmtp\"\nbind = [\"127.0.0.1:0\"]\ntls = \"plain\"",
+        )
         .passthrough_destination("backend", port, false)
 }
 
@@ -32,10 +35,15 @@ fn a_broken_config_on_reload_leaves_the_old_one_serving() {
     let addr = proxy.addr("lmtp");
     let pid_before = proxy.pool("lmtp")["workers"][0]["pid"].clone();
 
-    let broken = std::fs::read_to_string(&proxy.config_path).expect("config").replace("tls = \"plain\"", "tls = \"startls\"");
+    let broken = std::fs::read_to_string(&proxy.config_path)
+        .expect("config")
+        .replace("tls = \"plain\"", "tls = \"startls\"");
     support::write_file(&proxy.config_path, broken);
     let err = proxy.reload().expect_err("reload must be refused");
-    assert!(err.contains("listener.lmtp.tls") && err.contains("startls"), "{err}");
+    assert!(
+        err.contains("listener.lmtp.tls") && err.contains("startls"),
+        "{err}"
+    );
     // SIGHUP takes the same path.
     proxy.signal(nix::sys::signal::Signal::SIGHUP);
     proxy.wait_log("reload refused", Duration::from_secs(5));
@@ -44,7 +52,8 @@ fn a_broken_config_on_reload_leaves_the_old_one_serving() {
     assert_eq!(status["generation"], 1);
     assert_eq!(proxy.pool("lmtp")["workers"][0]["pid"], pid_before);
     let mut s = TcpStream::connect(addr).expect("still listening");
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     round_trip(&mut s, b"old config serves\r\n");
 }
 
@@ -52,36 +61,67 @@ fn a_broken_config_on_reload_leaves_the_old_one_serving() {
 fn a_good_reload_rolls_a_new_generation_and_old_sessions_finish() {
     let backend = MockUpstream::new().echo().start();
     let dir = support::shared_tempdir();
-    let proxy = Proxy::start(base(dir.path(), backend.addr().port()).shutdown_grace("20s").render(), &dir);
+    let proxy = Proxy::start(
+        base(dir.path(), backend.addr().port())
+            .shutdown_grace("20s")
+            .render(),
+        &dir,
+    );
     let addr = proxy.addr("lmtp");
     let mut old_session = TcpStream::connect(addr).expect("connect");
-    old_session.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    old_session
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     round_trip(&mut old_session, b"before\r\n");
-    let old_pid = proxy.pool("lmtp")["workers"][0]["pid"].as_u64().expect("pid");
+    let old_pid = proxy.pool("lmtp")["workers"][0]["pid"]
+        .as_u64()
+        .expect("pid");
 
-    let cfg = base(dir.path(), backend.addr().port()).shutdown_grace("20s").workers(2).render();
+    let cfg = base(dir.path(), backend.addr().port())
+        .shutdown_grace("20s")
+        .workers(2)
+        .render();
     support::write_file(&proxy.config_path, cfg);
     let out = proxy.reload().expect("reload");
     assert!(out.contains("generation 2"), "{out}");
     let pool = support::eventually(Duration::from_secs(10), "generation 2 to run", || {
         let pool = proxy.pool("lmtp");
-        let gen2 = pool["workers"].as_array()?.iter().filter(|w| w["generation"] == 2 && w["phase"] == "ready").count();
+        let gen2 = pool["workers"]
+            .as_array()?
+            .iter()
+            .filter(|w| w["generation"] == 2 && w["phase"] == "ready")
+            .count();
         (gen2 == 2).then_some(pool)
     });
-    assert_eq!(pool["addrs"][0], addr.to_string(), "same socket after reload");
+    assert_eq!(
+        pool["addrs"][0],
+        addr.to_string(),
+        "same socket after reload"
+    );
     // The old worker drains: its session still works...
     round_trip(&mut old_session, b"during drain\r\n");
-    let old = pool["workers"].as_array().expect("workers").iter().find(|w| w["pid"] == old_pid).cloned();
+    let old = pool["workers"]
+        .as_array()
+        .expect("workers")
+        .iter()
+        .find(|w| w["pid"] == old_pid)
+        .cloned();
     assert_eq!(old.map(|w| w["phase"].clone()), Some("draining".into()));
     // ...new connections go to the new generation...
     let mut new_session = TcpStream::connect(addr).expect("connect");
-    new_session.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    new_session
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     round_trip(&mut new_session, b"new generation\r\n");
     // ...and once it ends, the old worker exits.
     drop(old_session);
     support::eventually(Duration::from_secs(5), "the old worker to exit", || {
         let pool = proxy.pool("lmtp");
-        (!pool["workers"].as_array()?.iter().any(|w| w["pid"] == old_pid)).then_some(())
+        (!pool["workers"]
+            .as_array()?
+            .iter()
+            .any(|w| w["pid"] == old_pid))
+        .then_some(())
     });
 }
 
@@ -98,10 +138,16 @@ fn a_new_privileged_port_after_the_drop_needs_a_restart() {
         .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
         .expect("a free privileged port");
     let cfg = base(dir.path(), backend.addr().port())
-        .listener("smtp", &format!("protocol = \"smtp\"\nbind = [\"127.0.0.1:{port}\"]\ntls = \"plain\""))
+        .listener(
+            "smtp",
+            &format!("protocol = \"smtp\"\nbind = [\"127.0.0.1:{port}\"]\ntls = \"plain\""),
+        )
         .render();
     support::write_file(&proxy.config_path, cfg);
     let err = proxy.reload().expect_err("reload must be refused");
-    assert!(err.contains("listener.smtp") && err.contains("restart"), "{err}");
+    assert!(
+        err.contains("listener.smtp") && err.contains("restart"),
+        "{err}"
+    );
     assert_eq!(proxy.status_json()["generation"], 1);
 }

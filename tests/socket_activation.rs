@@ -19,7 +19,9 @@ impl Drop for Activated {
     fn drop(&mut self) {
         let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        if support::poll_until(Duration::from_secs(5), || self.0.try_wait().ok().flatten()).is_none() {
+        if support::poll_until(Duration::from_secs(5), || self.0.try_wait().ok().flatten())
+            .is_none()
+        {
             let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
             let _ = self.0.wait();
         }
@@ -29,7 +31,10 @@ impl Drop for Activated {
 #[test]
 fn listeners_come_from_systemd_by_name() {
     if !support::have_program("systemd-socket-activate") {
-        support::skip("listeners_come_from_systemd_by_name", "systemd-socket-activate is not installed");
+        support::skip(
+            "listeners_come_from_systemd_by_name",
+            "systemd-socket-activate is not installed",
+        );
         return;
     }
     let backend = MockUpstream::new().echo().start();
@@ -37,7 +42,10 @@ fn listeners_come_from_systemd_by_name() {
     let port = support::free_port();
     // The config's own bind address differs: the systemd socket must win.
     let cfg = TestConfig::new(dir.path())
-        .listener("lmtp", "protocol = \"lmtp\"\nbind = [\"127.0.0.1:0\"]\ntls = \"plain\"")
+        .listener(
+            "lmtp",
+            "protocol = \"lmtp\"\nbind = [\"127.0.0.1:0\"]\ntls = \"plain\"",
+        )
         .passthrough_destination("backend", backend.addr().port(), false);
     let socket = cfg.control_socket();
     let config_path = dir.path().join("postern.toml");
@@ -62,22 +70,39 @@ fn listeners_come_from_systemd_by_name() {
 
     // The activator starts postern on the first connection; that connection waits in
     // the backlog and is then served by a worker.
-    let mut s = support::eventually(Duration::from_secs(10), "the activated socket to accept", || {
-        TcpStream::connect(("127.0.0.1", port)).ok()
-    });
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut s = support::eventually(
+        Duration::from_secs(10),
+        "the activated socket to accept",
+        || TcpStream::connect(("127.0.0.1", port)).ok(),
+    );
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     s.write_all(b"via systemd\r\n").expect("write");
     let mut got = [0u8; 13];
     s.read_exact(&mut got).expect("echo");
     assert_eq!(&got, b"via systemd\r\n");
 
-    let out = Command::new(support::postern_bin()).args(["status", "--json", "--socket"]).arg(&socket).output().expect("status");
+    let out = Command::new(support::postern_bin())
+        .args(["status", "--json", "--socket"])
+        .arg(&socket)
+        .output()
+        .expect("status");
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(json["pools"][0]["addrs"][0], format!("127.0.0.1:{port}"), "{json}");
+    assert_eq!(
+        json["pools"][0]["addrs"][0],
+        format!("127.0.0.1:{port}"),
+        "{json}"
+    );
     // A reload cannot move an activated listener.
-    let moved = std::fs::read_to_string(&config_path).expect("cfg").replace("127.0.0.1:0", "127.0.0.1:1");
+    let moved = std::fs::read_to_string(&config_path)
+        .expect("cfg")
+        .replace("127.0.0.1:0", "127.0.0.1:1");
     support::write_file(&config_path, moved);
-    let out = Command::new(support::postern_bin()).args(["reload", "--socket"]).arg(&socket).output().expect("reload");
+    let out = Command::new(support::postern_bin())
+        .args(["reload", "--socket"])
+        .arg(&socket)
+        .output()
+        .expect("reload");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("socket activation"));
 }

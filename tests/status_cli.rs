@@ -15,7 +15,10 @@ fn status_shows_every_pool_as_a_table_and_as_json() {
     let dir = support::shared_tempdir();
     let cfg = TestConfig::new(dir.path())
         .workers(2)
-        .listener("lmtp", "protocol = \"lmtp\"\nbind = [\"127.0.0.1:0\"]\ntls = \"plain\"")
+        .listener(
+            "lmtp",
+            "protocol = \"lmtp\"\nbind = [\"127.0.0.1:0\"]\ntls = \"plain\"",
+        )
         .passthrough_destination("backend", backend.addr().port(), false)
         .render();
     let proxy = Proxy::start(cfg, &dir);
@@ -24,10 +27,19 @@ fn status_shows_every_pool_as_a_table_and_as_json() {
     let out = proxy.cli(&["status", "--socket"], true);
     assert_eq!(out.status.code(), Some(0));
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains(&format!("supervisor pid {}", proxy.pid())), "{table}");
+    assert!(
+        table.contains(&format!("supervisor pid {}", proxy.pid())),
+        "{table}"
+    );
     for id in ["lmtp.0", "lmtp.1"] {
-        let row = table.lines().find(|l| l.starts_with(id)).unwrap_or_else(|| panic!("no row {id}:\n{table}"));
-        assert!(row.contains(&addr.to_string()) && row.contains("running"), "{row}");
+        let row = table
+            .lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_else(|| panic!("no row {id}:\n{table}"));
+        assert!(
+            row.contains(&addr.to_string()) && row.contains("running"),
+            "{row}"
+        );
     }
 
     let alias = proxy.cli(&["supervisor", "status", "--json", "--socket"], true);
@@ -45,10 +57,14 @@ fn status_shows_every_pool_as_a_table_and_as_json() {
 
     // Connections show up in the counts.
     let _c = std::net::TcpStream::connect(addr).expect("connect");
-    support::eventually(Duration::from_secs(5), "the connection to be counted", || {
-        let pool = proxy.pool("lmtp");
-        (pool["active"] == 1 && pool["total"] == 1).then_some(())
-    });
+    support::eventually(
+        Duration::from_secs(5),
+        "the connection to be counted",
+        || {
+            let pool = proxy.pool("lmtp");
+            (pool["active"] == 1 && pool["total"] == 1).then_some(())
+        },
+    );
 }
 
 #[test]

@@ -31,7 +31,10 @@ fn config() -> bincode::config::Configuration<
 pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, CodecError> {
     let bytes = bincode::serde::encode_to_vec(msg, config()).map_err(CodecError::Encode)?;
     if bytes.len() > LIMIT {
-        return Err(CodecError::TooLarge { len: bytes.len(), limit: LIMIT });
+        return Err(CodecError::TooLarge {
+            len: bytes.len(),
+            limit: LIMIT,
+        });
     }
     Ok(bytes)
 }
@@ -39,7 +42,10 @@ pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, CodecError> {
 /// Decodes exactly one message; trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     if bytes.len() > LIMIT {
-        return Err(CodecError::TooLarge { len: bytes.len(), limit: LIMIT });
+        return Err(CodecError::TooLarge {
+            len: bytes.len(),
+            limit: LIMIT,
+        });
     }
     let (msg, used) =
         bincode::serde::decode_from_slice(bytes, config()).map_err(CodecError::Decode)?;
@@ -56,12 +62,19 @@ mod tests {
 
     #[test]
     fn round_trip_and_garbage() {
-        let msg = WorkerMsg::Pong { seq: 7, active: 3, total: 99 };
+        let msg = WorkerMsg::Pong {
+            seq: 7,
+            active: 3,
+            total: 99,
+        };
         let bytes = encode(&msg).expect("encode");
         assert_eq!(decode::<WorkerMsg>(&bytes).expect("decode"), msg);
         assert!(decode::<WorkerMsg>(&[0xff, 0xff, 0xff]).is_err());
         let mut long = bytes.clone();
         long.push(0);
-        assert!(matches!(decode::<WorkerMsg>(&long), Err(CodecError::Trailing(1))));
+        assert!(matches!(
+            decode::<WorkerMsg>(&long),
+            Err(CodecError::Trailing(1))
+        ));
     }
 }

@@ -41,11 +41,17 @@ pub struct ControlResponse {
 pub enum Answer {
     Status(StatusReport),
     /// The reload validated and generation `generation` is being rolled out.
-    Reloaded { generation: u64 },
+    Reloaded {
+        generation: u64,
+    },
     /// The request was understood but failed; the running state is unchanged.
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
     /// The peer may not make this request.
-    Denied { reason: String },
+    Denied {
+        reason: String,
+    },
 }
 
 /// What `postern status` shows.
@@ -203,12 +209,20 @@ mod tests {
 
     #[test]
     fn frames_round_trip_and_versions_are_checked() {
-        let req = ControlRequest { proto: PROTO, id: 9, command: Command::Reload };
+        let req = ControlRequest {
+            proto: PROTO,
+            id: 9,
+            command: Command::Reload,
+        };
         let bytes = frame(&req).expect("frame");
         let got: ControlRequest = read_frame(&mut &bytes[..]).expect("read");
         assert_eq!(got, req);
 
-        let old = ControlRequest { proto: PROTO + 1, id: 1, command: Command::Status };
+        let old = ControlRequest {
+            proto: PROTO + 1,
+            id: 1,
+            command: Command::Status,
+        };
         let bytes = frame(&old).expect("frame");
         let err = read_frame::<ControlRequest>(&mut &bytes[..]).expect_err("version");
         assert!(matches!(err, FrameError::Version { .. }), "{err}");

@@ -35,23 +35,34 @@ impl Counter {
 
     /// Maps a counter received from the supervisor.
     pub fn open(fd: impl AsFd) -> io::Result<Counter> {
-        Ok(Counter { map: SharedSlots::map(fd.as_fd(), SLOTS)? })
+        Ok(Counter {
+            map: SharedSlots::map(fd.as_fd(), SLOTS)?,
+        })
     }
 
     /// Live connections of the whole listener.
     pub fn total(&self) -> u64 {
-        self.map.slots().iter().map(|s| u64::from(s.load(Ordering::Relaxed))).sum()
+        self.map
+            .slots()
+            .iter()
+            .map(|s| u64::from(s.load(Ordering::Relaxed)))
+            .sum()
     }
 
     /// Live connections counted in `slot`.
     pub fn get(&self, slot: usize) -> u32 {
-        self.map.slots().get(slot).map_or(0, |s| s.load(Ordering::Relaxed))
+        self.map
+            .slots()
+            .get(slot)
+            .map_or(0, |s| s.load(Ordering::Relaxed))
     }
 
     /// Counts a new connection in `slot` if the listener stays within `max`; returns
     /// whether it was admitted (and counted).
     pub fn try_admit(&self, slot: usize, max: u32) -> bool {
-        let Some(own) = self.map.slots().get(slot) else { return false };
+        let Some(own) = self.map.slots().get(slot) else {
+            return false;
+        };
         own.fetch_add(1, Ordering::AcqRel);
         if self.total() > u64::from(max) {
             own.fetch_sub(1, Ordering::AcqRel);

@@ -46,7 +46,9 @@ pub enum DurationError {
 /// Splits `"<digits>[ ]<unit>"` (already trimmed) into its number and its unit.
 /// `None` when it does not start with a digit; a number of `None` does not fit a u64.
 pub(crate) fn split_quantity(trimmed: &str) -> Option<(Option<u64>, &str)> {
-    let digits_end = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
+    let digits_end = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
     if digits_end == 0 {
         return None;
     }
@@ -61,9 +63,13 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
         return Err(DurationError::Empty);
     }
     let Some((number, unit)) = split_quantity(trimmed) else {
-        return Err(DurationError::NoNumber { text: trimmed.to_owned() });
+        return Err(DurationError::NoNumber {
+            text: trimmed.to_owned(),
+        });
     };
-    let number = number.ok_or_else(|| DurationError::Overflow { text: trimmed.to_owned() })?;
+    let number = number.ok_or_else(|| DurationError::Overflow {
+        text: trimmed.to_owned(),
+    })?;
     if unit.is_empty() {
         return Err(DurationError::MissingUnit {
             text: trimmed.to_owned(),

@@ -58,7 +58,10 @@ pub fn send(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> Resul
     let sent = sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None)
         .map_err(io_err)?;
     if sent != bytes.len() {
-        return Err(FdPassError::Io(io::Error::new(io::ErrorKind::WriteZero, "short record write")));
+        return Err(FdPassError::Io(io::Error::new(
+            io::ErrorKind::WriteZero,
+            "short record write",
+        )));
     }
     Ok(())
 }
@@ -110,7 +113,11 @@ const TAG_MEMFD: u8 = 1;
 /// Sends a message of any size, supervisor to worker: inline in one record when
 /// small, else written to a sealed memfd that rides first among the record's fds.
 /// The record's first byte says which.
-pub fn send_message(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), FdPassError> {
+pub fn send_message(
+    sock: BorrowedFd<'_>,
+    bytes: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> Result<(), FdPassError> {
     if bytes.len() <= INLINE_MAX {
         let mut record = Vec::with_capacity(bytes.len() + 1);
         record.push(TAG_INLINE);
@@ -119,13 +126,19 @@ pub fn send_message(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) 
     }
     use nix::fcntl::{fcntl, FcntlArg, SealFlag};
     use nix::sys::memfd::{memfd_create, MFdFlags};
-    let memfd = memfd_create("postern-msg", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)
-        .map_err(io_err)?;
+    let memfd = memfd_create(
+        "postern-msg",
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+    )
+    .map_err(io_err)?;
     let mut file = std::fs::File::from(memfd);
     std::io::Write::write_all(&mut file, bytes)?;
     // The receiver reads from the shared file offset: rewind it.
     std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0))?;
-    let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_SEAL;
+    let seals = SealFlag::F_SEAL_SHRINK
+        | SealFlag::F_SEAL_GROW
+        | SealFlag::F_SEAL_WRITE
+        | SealFlag::F_SEAL_SEAL;
     fcntl(&file, FcntlArg::F_ADD_SEALS(seals)).map_err(io_err)?;
     let mut record = vec![TAG_MEMFD];
     record.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
@@ -137,7 +150,9 @@ pub fn send_message(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) 
 
 /// Receives a message sent with [`send_message`], refusing payloads over `max`.
 pub fn recv_message(sock: BorrowedFd<'_>, max: usize) -> Result<Option<Record>, FdPassError> {
-    let Some((record, mut fds)) = recv(sock, INLINE_MAX + 1)? else { return Ok(None) };
+    let Some((record, mut fds)) = recv(sock, INLINE_MAX + 1)? else {
+        return Ok(None);
+    };
     match record.split_first() {
         Some((&TAG_INLINE, body)) => Ok(Some((body.to_vec(), fds))),
         Some((&TAG_MEMFD, len)) if len.len() == 8 && !fds.is_empty() => {
@@ -152,7 +167,10 @@ pub fn recv_message(sock: BorrowedFd<'_>, max: usize) -> Result<Option<Record>, 
             std::io::Read::read_exact(&mut file, &mut body)?;
             Ok(Some((body, fds)))
         }
-        _ => Err(FdPassError::Io(io::Error::new(io::ErrorKind::InvalidData, "malformed message record"))),
+        _ => Err(FdPassError::Io(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "malformed message record",
+        ))),
     }
 }
 
@@ -173,25 +191,41 @@ impl Channel {
 
     /// One record of at most `max` bytes; `None` at end of stream.
     pub async fn recv(&self, max: usize) -> io::Result<Option<Record>> {
-        self.io(tokio::io::Interest::READABLE, || recv(self.socket.as_fd(), max)).await
+        self.io(tokio::io::Interest::READABLE, || {
+            recv(self.socket.as_fd(), max)
+        })
+        .await
     }
 
     /// One message sent with [`send_message`], of at most `max` bytes.
     pub async fn recv_message(&self, max: usize) -> io::Result<Option<Record>> {
-        self.io(tokio::io::Interest::READABLE, || recv_message(self.socket.as_fd(), max)).await
+        self.io(tokio::io::Interest::READABLE, || {
+            recv_message(self.socket.as_fd(), max)
+        })
+        .await
     }
 
     /// One record, no fds.
     pub async fn send(&self, bytes: &[u8]) -> io::Result<()> {
-        self.io(tokio::io::Interest::WRITABLE, || send(self.socket.as_fd(), bytes, &[])).await
+        self.io(tokio::io::Interest::WRITABLE, || {
+            send(self.socket.as_fd(), bytes, &[])
+        })
+        .await
     }
 
     /// One message of any size (see [`send_message`]), no fds.
     pub async fn send_message(&self, bytes: &[u8]) -> io::Result<()> {
-        self.io(tokio::io::Interest::WRITABLE, || send_message(self.socket.as_fd(), bytes, &[])).await
+        self.io(tokio::io::Interest::WRITABLE, || {
+            send_message(self.socket.as_fd(), bytes, &[])
+        })
+        .await
     }
 
-    async fn io<T>(&self, interest: tokio::io::Interest, mut op: impl FnMut() -> Result<T, FdPassError>) -> io::Result<T> {
+    async fn io<T>(
+        &self,
+        interest: tokio::io::Interest,
+        mut op: impl FnMut() -> Result<T, FdPassError>,
+    ) -> io::Result<T> {
         loop {
             self.socket.ready(interest).await?;
             // `try_io` clears readiness on WouldBlock, so keep that error kind intact.
@@ -235,7 +269,10 @@ mod tests {
         assert_eq!(bytes, b"hello");
         assert_eq!(fds.len(), 2);
         let got = TcpListener::from(fds.into_iter().next().expect("fd"));
-        assert_eq!(got.local_addr().expect("addr"), l1.local_addr().expect("addr"));
+        assert_eq!(
+            got.local_addr().expect("addr"),
+            l1.local_addr().expect("addr")
+        );
         // Received fds are close-on-exec.
         let fl = nix::fcntl::fcntl(got.as_fd(), nix::fcntl::FcntlArg::F_GETFD).expect("getfd");
         assert_ne!(fl & libc::FD_CLOEXEC, 0);
@@ -247,11 +284,15 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind");
         let big: Vec<u8> = (0..300_000u32).map(|i| i as u8).collect();
         send_message(a.as_fd(), &big, &[l.as_fd()]).expect("send");
-        let (body, fds) = recv_message(b.as_fd(), 1 << 20).expect("recv").expect("msg");
+        let (body, fds) = recv_message(b.as_fd(), 1 << 20)
+            .expect("recv")
+            .expect("msg");
         assert_eq!(body, big);
         assert_eq!(fds.len(), 1);
         send_message(a.as_fd(), b"small", &[]).expect("send");
-        let (body, fds) = recv_message(b.as_fd(), 1 << 20).expect("recv").expect("msg");
+        let (body, fds) = recv_message(b.as_fd(), 1 << 20)
+            .expect("recv")
+            .expect("msg");
         assert_eq!((body.as_slice(), fds.len()), (&b"small"[..], 0));
         send_message(a.as_fd(), &big, &[]).expect("send");
         assert!(recv_message(b.as_fd(), 1000).is_err(), "over the limit");
@@ -261,7 +302,10 @@ mod tests {
     fn oversized_record_is_refused_and_eof_is_none() {
         let (a, b) = seqpacket_pair().expect("pair");
         send(a.as_fd(), &[7u8; 100], &[]).expect("send");
-        assert!(matches!(recv(b.as_fd(), 10), Err(FdPassError::Truncated(10))));
+        assert!(matches!(
+            recv(b.as_fd(), 10),
+            Err(FdPassError::Truncated(10))
+        ));
         drop(a);
         assert!(recv(b.as_fd(), 10).expect("eof").is_none());
     }

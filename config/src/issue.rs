@@ -12,7 +12,10 @@ pub struct Issue {
 
 impl Issue {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Issue {
-        Issue { path: path.into(), message: message.into() }
+        Issue {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 

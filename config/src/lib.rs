@@ -41,14 +41,18 @@ pub const EX_OSERR: i32 = 71;
 /// Identifies the build, so a worker exec'd from another binary is caught at handshake.
 pub const BUILD_ID: &str = concat!(env!("CARGO_PKG_VERSION"), "+", env!("POSTERN_BUILD_ID"));
 
-/// An error and its sources on one line, `outer: inner: root`, for logs and replies.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
+/// Displays an error and its sources on one line, `outer: inner: root`, for logs and
+/// replies, without allocating.
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
     }
-    s
 }

@@ -11,7 +11,11 @@ pub fn parse(text: &str) -> Result<Config, Vec<Issue>> {
 
 /// Reads the file at `path`, then [`parse`]s it.
 pub fn load_file(path: &Path) -> Result<Config, Vec<Issue>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| vec![Issue::new("", format!("cannot read {}: {e}", path.display()))])?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![Issue::new(
+            "",
+            format!("cannot read {}: {e}", path.display()),
+        )]
+    })?;
     parse(&text)
 }

@@ -41,9 +41,9 @@ impl Config {
 
     /// Worker processes per listener, with the `server.workers` default applied.
     pub fn workers_per_listener(&self) -> u32 {
-        self.server.workers.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
-        })
+        self.server
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
     }
 }
 
@@ -409,10 +409,16 @@ pub struct HttpRoute {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Extract {
     Authorization,
-    Query { param: String },
-    Header { header: String },
+    Query {
+        param: String,
+    },
+    Header {
+        header: String,
+    },
     /// A regex known to compile; capture group 1 is the identifier.
-    Body { regex: String },
+    Body {
+        regex: String,
+    },
 }
 
 /// `[admin]`.

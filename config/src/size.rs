@@ -40,9 +40,13 @@ pub enum SizeError {
 pub fn parse(text: &str) -> Result<u64, SizeError> {
     let trimmed = text.trim();
     let Some((number, unit)) = crate::duration::split_quantity(trimmed) else {
-        return Err(SizeError::NoNumber { text: trimmed.to_owned() });
+        return Err(SizeError::NoNumber {
+            text: trimmed.to_owned(),
+        });
     };
-    let overflow = || SizeError::Overflow { text: trimmed.to_owned() };
+    let overflow = || SizeError::Overflow {
+        text: trimmed.to_owned(),
+    };
     let number = number.ok_or_else(overflow)?;
     let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,

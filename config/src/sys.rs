@@ -35,15 +35,26 @@ unsafe impl Sync for SharedSlots {}
 impl SharedSlots {
     pub(crate) fn map(fd: std::os::fd::BorrowedFd<'_>, len: usize) -> std::io::Result<SharedSlots> {
         use nix::sys::mman::{mmap, MapFlags, ProtFlags};
-        let bytes = std::num::NonZeroUsize::new(len * 4)
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty mapping"))?;
+        let bytes = std::num::NonZeroUsize::new(len * 4).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty mapping")
+        })?;
         // SAFETY: a fresh shared mapping of a memfd we hold; no other Rust object aliases
         // it, and every access goes through AtomicU32 (4-byte aligned: page aligned).
         let ptr = unsafe {
-            mmap(None, bytes, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED, fd, 0)
+            mmap(
+                None,
+                bytes,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+                fd,
+                0,
+            )
         }
         .map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
-        Ok(SharedSlots { ptr: ptr.cast(), len })
+        Ok(SharedSlots {
+            ptr: ptr.cast(),
+            len,
+        })
     }
 
     pub(crate) fn slots(&self) -> &[std::sync::atomic::AtomicU32] {

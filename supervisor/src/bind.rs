@@ -14,7 +14,11 @@ pub const BACKLOG: i32 = 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
     #[error("listener {listener}: cannot bind {addr}")]
-    Bind { listener: String, addr: SocketAddr, source: io::Error },
+    Bind {
+        listener: String,
+        addr: SocketAddr,
+        source: io::Error,
+    },
     #[error("systemd passed fd {fd} named {name:?}, which is not a listening TCP socket")]
     NotListening { fd: i32, name: String },
     #[error("systemd passed fd {fd} named {name:?}, but no listener has that name")]
@@ -40,7 +44,10 @@ pub fn bind(addr: SocketAddr) -> io::Result<Socket2> {
     socket.bind(&SockAddr::from(addr))?;
     socket.listen(BACKLOG)?;
     let bound = local_addr(&socket)?;
-    Ok(Socket2 { addr: bound, fd: socket.into() })
+    Ok(Socket2 {
+        addr: bound,
+        fd: socket.into(),
+    })
 }
 
 fn local_addr(socket: &Socket) -> io::Result<SocketAddr> {
@@ -60,7 +67,9 @@ pub struct Activated {
 /// was not socket-activated. The fds are checked (listening TCP sockets) and adopted.
 /// Must run before anything else opens an fd.
 pub fn from_systemd(listener_names: &[&str]) -> Result<Option<Activated>, BindError> {
-    let Ok(pid) = std::env::var("LISTEN_PID") else { return Ok(None) };
+    let Ok(pid) = std::env::var("LISTEN_PID") else {
+        return Ok(None);
+    };
     if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
         return Ok(None);
     }
@@ -76,11 +85,14 @@ pub fn from_systemd(listener_names: &[&str]) -> Result<Option<Activated>, BindEr
         let fd = 3 + i as i32;
         let name = names.get(i).cloned().unwrap_or_default();
         // Inherited without FD_CLOEXEC; keep them out of workers' exec.
-        nix::fcntl::fcntl(owned.as_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
-            .map_err(|e| BindError::Env(format!("fd {fd}: {e}")))?;
+        nix::fcntl::fcntl(
+            owned.as_fd(),
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .map_err(|e| BindError::Env(format!("fd {fd}: {e}")))?;
         let socket = Socket::from(owned);
-        let listening = socket.is_listener().unwrap_or(false)
-            && socket.r#type().ok() == Some(Type::STREAM);
+        let listening =
+            socket.is_listener().unwrap_or(false) && socket.r#type().ok() == Some(Type::STREAM);
         let addr = match local_addr(&socket) {
             Ok(addr) if listening => addr,
             _ => return Err(BindError::NotListening { fd, name }),
@@ -88,7 +100,10 @@ pub fn from_systemd(listener_names: &[&str]) -> Result<Option<Activated>, BindEr
         if !listener_names.contains(&name.as_str()) {
             return Err(BindError::UnknownName { fd, name });
         }
-        activated.by_name.entry(name).or_default().push(Socket2 { addr, fd: socket.into() });
+        activated.by_name.entry(name).or_default().push(Socket2 {
+            addr,
+            fd: socket.into(),
+        });
     }
     Ok(Some(activated))
 }

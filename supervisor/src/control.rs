@@ -20,7 +20,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Binds the control socket at `path`, replacing a stale socket file, with mode 0660
 /// and (when running as root) group `gid`.
-pub fn bind(path: &Path, gid: Option<nix::unistd::Gid>) -> io::Result<std::os::unix::net::UnixListener> {
+pub fn bind(
+    path: &Path,
+    gid: Option<nix::unistd::Gid>,
+) -> io::Result<std::os::unix::net::UnixListener> {
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() && !dir.exists() {
             std::fs::create_dir_all(dir)?;
@@ -31,7 +34,10 @@ pub fn bind(path: &Path, gid: Option<nix::unistd::Gid>) -> io::Result<std::os::u
         Ok(_) => {
             return Err(io::Error::new(
                 io::ErrorKind::AddrInUse,
-                format!("{} is in use: another postern supervisor is running", path.display()),
+                format!(
+                    "{} is in use: another postern supervisor is running",
+                    path.display()
+                ),
             ))
         }
         Err(_) if path.exists() => std::fs::remove_file(path)?,
@@ -67,25 +73,50 @@ pub async fn serve(listener: UnixListener, own_uid: u32, events: mpsc::Unbounded
     }
 }
 
-async fn handle(mut stream: UnixStream, own_uid: u32, events: mpsc::UnboundedSender<Event>) -> Result<(), control::FrameError> {
-    let cred = getsockopt(&stream, PeerCredentials).map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+async fn handle(
+    mut stream: UnixStream,
+    own_uid: u32,
+    events: mpsc::UnboundedSender<Event>,
+) -> Result<(), control::FrameError> {
+    let cred =
+        getsockopt(&stream, PeerCredentials).map_err(|e| io::Error::from_raw_os_error(e as i32))?;
     let (uid, pid) = (cred.uid(), cred.pid());
     let request = tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut stream))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no request"))??;
     let answer = if uid != 0 && uid != own_uid {
-        tracing::warn!(uid, pid, "control request rejected: peer is neither root nor the service account");
-        Answer::Denied { reason: format!("uid {uid} may not use the control socket") }
+        tracing::warn!(
+            uid,
+            pid,
+            "control request rejected: peer is neither root nor the service account"
+        );
+        Answer::Denied {
+            reason: format!("uid {uid} may not use the control socket"),
+        }
     } else {
         tracing::info!(uid, pid, command = ?request.command, "control request");
         let (tx, rx) = oneshot::channel();
-        if events.send(Event::Control { command: request.command, reply: tx }).is_err() {
-            Answer::Failed { reason: "supervisor is shutting down".into() }
+        if events
+            .send(Event::Control {
+                command: request.command,
+                reply: tx,
+            })
+            .is_err()
+        {
+            Answer::Failed {
+                reason: "supervisor is shutting down".into(),
+            }
         } else {
-            rx.await.unwrap_or(Answer::Failed { reason: "supervisor is shutting down".into() })
+            rx.await.unwrap_or(Answer::Failed {
+                reason: "supervisor is shutting down".into(),
+            })
         }
     };
-    let response = ControlResponse { proto: control::PROTO, id: request.id, answer };
+    let response = ControlResponse {
+        proto: control::PROTO,
+        id: request.id,
+        answer,
+    };
     stream.write_all(&control::frame(&response)?).await?;
     stream.shutdown().await?;
     Ok(())

@@ -88,8 +88,17 @@ pub fn run(config_path: PathBuf) -> i32 {
             match bind::bind(*addr) {
                 Ok(s) => socks.push(s),
                 Err(source) => {
-                    let e = bind::BindError::Bind { listener: l.name.clone(), addr: *addr, source };
-                    eprintln!("{e}: {}", std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default());
+                    let e = bind::BindError::Bind {
+                        listener: l.name.clone(),
+                        addr: *addr,
+                        source,
+                    };
+                    eprintln!(
+                        "{e}: {}",
+                        std::error::Error::source(&e)
+                            .map(ToString::to_string)
+                            .unwrap_or_default()
+                    );
                     return EX_OSERR;
                 }
             }
@@ -97,10 +106,16 @@ pub fn run(config_path: PathBuf) -> i32 {
         sockets.insert(l.name.clone(), socks);
     }
     // 5. Control socket, group-owned by the service account.
-    let control = match control::bind(&config.server.control_socket, account.as_ref().map(|a| a.gid)) {
+    let control = match control::bind(
+        &config.server.control_socket,
+        account.as_ref().map(|a| a.gid),
+    ) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("cannot open control socket {}: {e}", config.server.control_socket.display());
+            eprintln!(
+                "cannot open control socket {}: {e}",
+                config.server.control_socket.display()
+            );
             return EX_OSERR;
         }
     };
@@ -134,7 +149,10 @@ pub fn run(config_path: PathBuf) -> i32 {
         Err(_) => BTreeMap::new(),
     };
     // 7. Only now a runtime (and with it, threads).
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
@@ -156,11 +174,17 @@ pub fn run(config_path: PathBuf) -> i32 {
 }
 
 fn systemd_fd_count() -> i32 {
-    let ours = std::env::var("LISTEN_PID").ok().and_then(|p| p.trim().parse::<u32>().ok()) == Some(std::process::id());
+    let ours = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+        == Some(std::process::id());
     if !ours {
         return 0;
     }
-    std::env::var("LISTEN_FDS").ok().and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+    std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// The supervisor's build, as reported by `status`.

@@ -35,11 +35,26 @@ const MAX_WORKER_RECORD: usize = 64 * 1024;
 
 /// Something that happened, for the loop to act on.
 pub enum Event {
-    Msg { pool: String, serial: u64, msg: WorkerMsg },
+    Msg {
+        pool: String,
+        serial: u64,
+        msg: WorkerMsg,
+    },
     /// A worker sent something that is not a valid message: it gets killed.
-    Bad { pool: String, serial: u64, reason: String },
-    Exited { pool: String, serial: u64, status: std::process::ExitStatus },
-    Control { command: Command, reply: oneshot::Sender<Answer> },
+    Bad {
+        pool: String,
+        serial: u64,
+        reason: String,
+    },
+    Exited {
+        pool: String,
+        serial: u64,
+        status: std::process::ExitStatus,
+    },
+    Control {
+        command: Command,
+        reply: oneshot::Sender<Answer>,
+    },
 }
 
 /// What the startup phase hands the loop.
@@ -210,7 +225,10 @@ pub async fn run(startup: Startup) -> i32 {
                 return 0;
             }
             if Instant::now() >= deadline + Duration::from_secs(2) {
-                tracing::warn!(left = sup.live_workers(), "workers did not exit after the grace period");
+                tracing::warn!(
+                    left = sup.live_workers(),
+                    "workers did not exit after the grace period"
+                );
                 return 0;
             }
         }
@@ -218,7 +236,11 @@ pub async fn run(startup: Startup) -> i32 {
 }
 
 impl Supervisor {
-    fn add_pool(&mut self, listener: postern_config::model::Listener, sockets: Vec<Socket2>) -> Result<(), i32> {
+    fn add_pool(
+        &mut self,
+        listener: postern_config::model::Listener,
+        sockets: Vec<Socket2>,
+    ) -> Result<(), i32> {
         let (counter, counter_fd) = Counter::create(&listener.name).map_err(|e| {
             tracing::error!(listener = %listener.name, error = %e, "cannot create the connection counter");
             postern_config::EX_OSERR
@@ -250,7 +272,9 @@ impl Supervisor {
 
     /// Spawns workers for every index of the pool's current generation that has none.
     fn fill(&mut self, name: &str) {
-        let Some(pool) = self.pools.get(name) else { return };
+        let Some(pool) = self.pools.get(name) else {
+            return;
+        };
         if pool.failed.is_some() || pool.removed || self.shutdown_deadline.is_some() {
             return;
         }
@@ -261,7 +285,9 @@ impl Supervisor {
 
     fn spawn_worker(&mut self, name: &str, index: u32) {
         let generation = self.generation;
-        let Some(pool) = self.pools.get_mut(name) else { return };
+        let Some(pool) = self.pools.get_mut(name) else {
+            return;
+        };
         let Some(slot) = pool.free_slot() else {
             tracing::error!(listener = %name, "no free connection-counter slot; not spawning");
             return;
@@ -284,14 +310,16 @@ impl Supervisor {
             own_addrs: self.pools.values().flat_map(Pool::addrs).collect(),
             fault,
         };
-        let Some(pool) = self.pools.get_mut(name) else { return };
+        let Some(pool) = self.pools.get_mut(name) else {
+            return;
+        };
         let mut fds: Vec<_> = pool.sockets.iter().map(|s| s.fd.as_fd()).collect();
         fds.push(pool.counter_fd.as_fd());
         let log = self.config.server.log_level.clone();
         let spawned = match spawn::spawn(&hello, &fds, &log) {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(worker = %worker_id, error = %postern_config::error_chain(&e), "cannot start worker");
+                tracing::warn!(worker = %worker_id, error = %postern_config::ErrorChain(&e).to_string(), "cannot start worker");
                 let delay = pool.backoff.on_startup_failure(Instant::now());
                 pool.pending.insert(index, Instant::now() + delay);
                 pool.last_exit = Some(format!("spawn failed: {e}"));
@@ -320,19 +348,34 @@ impl Supervisor {
                 drain_deadline: None,
             },
         );
-        tokio::spawn(worker_io(name.to_owned(), serial, spawned.child, spawned.ipc, rx, self.events.clone()));
+        tokio::spawn(worker_io(
+            name.to_owned(),
+            serial,
+            spawned.child,
+            spawned.ipc,
+            rx,
+            self.events.clone(),
+        ));
     }
 
     fn on_event(&mut self, event: Event) {
         match event {
             Event::Msg { pool, serial, msg } => self.on_worker_msg(&pool, serial, msg),
-            Event::Bad { pool, serial, reason } => {
+            Event::Bad {
+                pool,
+                serial,
+                reason,
+            } => {
                 if let Some(w) = self.pools.get(&pool).and_then(|p| p.workers.get(&serial)) {
                     tracing::warn!(worker = %w.id(&pool), pid = w.pid, %reason, "worker broke the ipc protocol; killing it");
                     let _ = kill(Pid::from_raw(w.pid as i32), Signal::SIGKILL);
                 }
             }
-            Event::Exited { pool, serial, status } => self.on_exit(&pool, serial, status),
+            Event::Exited {
+                pool,
+                serial,
+                status,
+            } => self.on_exit(&pool, serial, status),
             Event::Control { command, reply } => {
                 let answer = match command {
                     Command::Status => Answer::Status(self.status()),
@@ -350,17 +393,28 @@ impl Supervisor {
     }
 
     fn on_worker_msg(&mut self, name: &str, serial: u64, msg: WorkerMsg) {
-        let Some(pool) = self.pools.get_mut(name) else { return };
-        let Some(w) = pool.workers.get_mut(&serial) else { return };
+        let Some(pool) = self.pools.get_mut(name) else {
+            return;
+        };
+        let Some(w) = pool.workers.get_mut(&serial) else {
+            return;
+        };
         // Each message is valid in one phase only (OpenSSH's monitor rule).
         let ok = match (&msg, w.phase) {
-            (WorkerMsg::Ready { generation, .. }, WorkerPhase::Spawned) if *generation == w.generation => {
+            (WorkerMsg::Ready { generation, .. }, WorkerPhase::Spawned)
+                if *generation == w.generation =>
+            {
                 w.phase = WorkerPhase::Ready;
                 w.ready = Some(Instant::now());
                 tracing::info!(worker = %w.id(name), pid = w.pid, "worker ready");
                 true
             }
-            (WorkerMsg::Pong { active: _, total, .. }, WorkerPhase::Ready | WorkerPhase::Draining) => {
+            (
+                WorkerMsg::Pong {
+                    active: _, total, ..
+                },
+                WorkerPhase::Ready | WorkerPhase::Draining,
+            ) => {
                 w.total = *total;
                 w.pings_unanswered = 0;
                 true
@@ -386,12 +440,18 @@ impl Supervisor {
     /// Once the current generation of a pool is fully ready, older workers drain.
     fn retire_old_generation(&mut self, name: &str) {
         let grace = self.config.server.shutdown_grace;
-        let Some(pool) = self.pools.get_mut(name) else { return };
+        let Some(pool) = self.pools.get_mut(name) else {
+            return;
+        };
         if pool.ready_current() < pool.size as usize {
             return;
         }
         let current = pool.generation;
-        for w in pool.workers.values_mut().filter(|w| w.generation < current && w.phase != WorkerPhase::Draining) {
+        for w in pool
+            .workers
+            .values_mut()
+            .filter(|w| w.generation < current && w.phase != WorkerPhase::Draining)
+        {
             tracing::info!(worker = %w.id(name), pid = w.pid, generation = w.generation, "draining old generation");
             drain(w, grace);
         }
@@ -400,17 +460,29 @@ impl Supervisor {
     fn on_exit(&mut self, name: &str, serial: u64, status: std::process::ExitStatus) {
         let shutting_down = self.shutdown_deadline.is_some();
         let now = Instant::now();
-        let Some(pool) = self.pools.get_mut(name) else { return };
-        let Some(worker) = pool.workers.remove(&serial) else { return };
+        let Some(pool) = self.pools.get_mut(name) else {
+            return;
+        };
+        let Some(worker) = pool.workers.remove(&serial) else {
+            return;
+        };
         pool.counter.reset(worker.slot as usize);
         let how = describe_exit(status);
         let verdict = pool.on_exit(&worker, status.code(), shutting_down, now);
         let id = worker.id(name);
         match &verdict {
-            ExitVerdict::Expected => tracing::info!(worker = %id, pid = worker.pid, exit = %how, "worker exited"),
-            ExitVerdict::Failed => tracing::error!(worker = %id, pid = worker.pid, exit = %how, "worker failed on its configuration; not restarting until reload"),
-            ExitVerdict::RespawnNow => tracing::warn!(worker = %id, pid = worker.pid, exit = %how, "worker died; restarting"),
-            ExitVerdict::Throttle(d) => tracing::warn!(worker = %id, pid = worker.pid, exit = %how, retry_in = ?d, "worker failed; throttling restarts"),
+            ExitVerdict::Expected => {
+                tracing::info!(worker = %id, pid = worker.pid, exit = %how, "worker exited")
+            }
+            ExitVerdict::Failed => {
+                tracing::error!(worker = %id, pid = worker.pid, exit = %how, "worker failed on its configuration; not restarting until reload")
+            }
+            ExitVerdict::RespawnNow => {
+                tracing::warn!(worker = %id, pid = worker.pid, exit = %how, "worker died; restarting")
+            }
+            ExitVerdict::Throttle(d) => {
+                tracing::warn!(worker = %id, pid = worker.pid, exit = %how, retry_in = ?d, "worker failed; throttling restarts")
+            }
         }
         if verdict != ExitVerdict::Expected {
             pool.last_exit = Some(how);
@@ -434,7 +506,11 @@ impl Supervisor {
         let names: Vec<String> = self.pools.keys().cloned().collect();
         for name in names {
             let due: Vec<u32> = self.pools.get(&name).map_or_else(Vec::new, |p| {
-                p.pending.iter().filter(|(_, t)| **t <= now).map(|(i, _)| *i).collect()
+                p.pending
+                    .iter()
+                    .filter(|(_, t)| **t <= now)
+                    .map(|(i, _)| *i)
+                    .collect()
             });
             for index in due {
                 if let Some(pool) = self.pools.get_mut(&name) {
@@ -444,10 +520,15 @@ impl Supervisor {
                     self.spawn_worker(&name, index);
                 }
             }
-            let Some(pool) = self.pools.get(&name) else { continue };
+            let Some(pool) = self.pools.get(&name) else {
+                continue;
+            };
             for w in pool.workers.values() {
-                let late_ready = w.phase == WorkerPhase::Spawned && now.duration_since(w.spawned) > READY_TIMEOUT;
-                let late_drain = w.drain_deadline.is_some_and(|d| now > d + Duration::from_secs(1));
+                let late_ready = w.phase == WorkerPhase::Spawned
+                    && now.duration_since(w.spawned) > READY_TIMEOUT;
+                let late_drain = w
+                    .drain_deadline
+                    .is_some_and(|d| now > d + Duration::from_secs(1));
                 if late_ready || late_drain {
                     tracing::warn!(worker = %w.id(&name), pid = w.pid, late_ready, late_drain, "worker overdue; killing it");
                     let _ = kill(Pid::from_raw(w.pid as i32), Signal::SIGKILL);
@@ -462,7 +543,11 @@ impl Supervisor {
         let seq = self.ping_seq;
         let limit = self.config.server.max_session_memory;
         for (name, pool) in &mut self.pools {
-            for w in pool.workers.values_mut().filter(|w| w.phase != WorkerPhase::Spawned) {
+            for w in pool
+                .workers
+                .values_mut()
+                .filter(|w| w.phase != WorkerPhase::Spawned)
+            {
                 if w.pings_unanswered >= MAX_UNANSWERED_PINGS {
                     tracing::warn!(worker = %w.id(name), pid = w.pid, "worker stopped answering pings; killing it");
                     let _ = kill(Pid::from_raw(w.pid as i32), Signal::SIGKILL);
@@ -518,13 +603,27 @@ impl Supervisor {
             uptime_secs: now.duration_since(self.started).as_secs(),
             generation: self.generation,
             reloaded_secs_ago: self.reloaded.map(|t| now.duration_since(t).as_secs()),
-            pools: self.pools.values().map(|p| p.status(shutting_down, now)).collect(),
+            pools: self
+                .pools
+                .values()
+                .map(|p| p.status(shutting_down, now))
+                .collect(),
         }
     }
 
     fn update_notify(&mut self) {
-        let wanted: usize = self.pools.values().filter(|p| !p.removed).map(|p| p.size as usize).sum();
-        let ready: usize = self.pools.values().filter(|p| !p.removed).map(Pool::ready_current).sum();
+        let wanted: usize = self
+            .pools
+            .values()
+            .filter(|p| !p.removed)
+            .map(|p| p.size as usize)
+            .sum();
+        let ready: usize = self
+            .pools
+            .values()
+            .filter(|p| !p.removed)
+            .map(Pool::ready_current)
+            .sum();
         let line = format!("{ready}/{wanted} workers ready");
         if line != self.last_status_line {
             notify::status(&line);
@@ -542,16 +641,17 @@ impl Supervisor {
         if self.shutdown_deadline.is_some() {
             return Err("shutting down".into());
         }
-        let config = postern_config::load_file(&self.config_path).map_err(|issues| join_issues(&issues))?;
-        let material = postern_config::material::read(&config).map_err(|issues| join_issues(&issues))?;
+        let config =
+            postern_config::load_file(&self.config_path).map_err(|issues| join_issues(&issues))?;
+        let material =
+            postern_config::material::read(&config).map_err(|issues| join_issues(&issues))?;
         // Sockets: reuse a listener's sockets when its bind list is unchanged; bind the
         // rest now, refusing what would need privileges we no longer have.
         let mut fresh: BTreeMap<String, Vec<Socket2>> = BTreeMap::new();
         for l in &config.listeners {
-            let unchanged = self
-                .pools
-                .get(&l.name)
-                .is_some_and(|p| !p.removed && p.listener.bind == l.bind && p.listener.protocol == l.protocol);
+            let unchanged = self.pools.get(&l.name).is_some_and(|p| {
+                !p.removed && p.listener.bind == l.bind && p.listener.protocol == l.protocol
+            });
             if unchanged {
                 continue;
             }
@@ -573,7 +673,8 @@ impl Supervisor {
                 let reused = self.take_socket_of_other_listener(&l.name, *addr, &config);
                 let sock = match reused {
                     Some(s) => s,
-                    None => bind::bind(*addr).map_err(|e| format!("listener.{}: cannot bind {addr}: {e}", l.name))?,
+                    None => bind::bind(*addr)
+                        .map_err(|e| format!("listener.{}: cannot bind {addr}: {e}", l.name))?,
                 };
                 socks.push(sock);
             }
@@ -588,7 +689,12 @@ impl Supervisor {
         let grace = self.config.server.shutdown_grace;
         let size = self.config.workers_per_listener();
         // Pools that are gone or whose sockets change drain out.
-        let keep: Vec<String> = self.config.listeners.iter().map(|l| l.name.clone()).collect();
+        let keep: Vec<String> = self
+            .config
+            .listeners
+            .iter()
+            .map(|l| l.name.clone())
+            .collect();
         let mut retired = Vec::new();
         for (name, pool) in &mut self.pools {
             if !keep.contains(name) || fresh.contains_key(name) {
@@ -635,13 +741,26 @@ impl Supervisor {
 
     /// Takes the socket bound at `addr` from a pool that the new config changes or
     /// drops, so a listener can move between names without rebinding.
-    fn take_socket_of_other_listener(&mut self, name: &str, addr: SocketAddr, config: &Config) -> Option<Socket2> {
+    fn take_socket_of_other_listener(
+        &mut self,
+        name: &str,
+        addr: SocketAddr,
+        config: &Config,
+    ) -> Option<Socket2> {
         for (other, pool) in &mut self.pools {
-            let changing = other != name && config.listener(other).is_none_or(|l| l.bind != pool.listener.bind);
+            let changing = other != name
+                && config
+                    .listener(other)
+                    .is_none_or(|l| l.bind != pool.listener.bind);
             if !changing {
                 continue;
             }
-            if let Some(i) = pool.listener.bind.iter().position(|b| *b == addr && addr.port() != 0) {
+            if let Some(i) = pool
+                .listener
+                .bind
+                .iter()
+                .position(|b| *b == addr && addr.port() != 0)
+            {
                 if i < pool.sockets.len() {
                     return Some(pool.sockets.remove(i));
                 }
@@ -654,13 +773,18 @@ impl Supervisor {
 fn drain(w: &mut Worker, grace: Duration) {
     w.phase = WorkerPhase::Draining;
     w.drain_deadline = Some(Instant::now() + grace);
-    let _ = w.tx.send(SupervisorMsg::Drain { deadline_ms: grace.as_millis() as u64 });
+    let _ = w.tx.send(SupervisorMsg::Drain {
+        deadline_ms: grace.as_millis() as u64,
+    });
 }
 
 fn join_issues(issues: &[postern_config::Issue]) -> String {
-    issues.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    issues
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
-
 
 /// Resolves every destination host that is not an IP literal; workers do no DNS.
 pub fn resolve(config: &Config) -> BTreeMap<String, Vec<IpAddr>> {
@@ -691,7 +815,10 @@ pub fn resolve(config: &Config) -> BTreeMap<String, Vec<IpAddr>> {
 fn rss_bytes(pid: u32) -> Option<u64> {
     let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096) as u64;
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096) as u64;
     Some(pages * page)
 }
 
@@ -707,7 +834,11 @@ async fn worker_io(
     let ipc = match fdpass::Channel::new(ipc) {
         Ok(c) => Some(c),
         Err(e) => {
-            let _ = events.send(Event::Bad { pool: pool.clone(), serial, reason: format!("ipc: {e}") });
+            let _ = events.send(Event::Bad {
+                pool: pool.clone(),
+                serial,
+                reason: format!("ipc: {e}"),
+            });
             None
         }
     };

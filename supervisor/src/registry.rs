@@ -84,7 +84,11 @@ impl Backoff {
     pub fn on_crash(&mut self, now: Instant) -> Option<Duration> {
         self.forget_if_stable(now);
         self.crashes.push_back(now);
-        while self.crashes.front().is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW) {
+        while self
+            .crashes
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW)
+        {
             self.crashes.pop_front();
         }
         self.last_failure = Some(now);
@@ -102,7 +106,10 @@ impl Backoff {
     }
 
     fn forget_if_stable(&mut self, now: Instant) {
-        if self.last_failure.is_some_and(|t| now.duration_since(t) >= STABLE_AFTER) {
+        if self
+            .last_failure
+            .is_some_and(|t| now.duration_since(t) >= STABLE_AFTER)
+        {
             self.reset();
         }
     }
@@ -149,7 +156,9 @@ impl Pool {
             .filter(|i| {
                 !self.pending.contains_key(i)
                     && !self.workers.values().any(|w| {
-                        w.index == *i && w.generation == self.generation && w.phase != WorkerPhase::Draining
+                        w.index == *i
+                            && w.generation == self.generation
+                            && w.phase != WorkerPhase::Draining
                     })
             })
             .collect()
@@ -157,7 +166,13 @@ impl Pool {
 
     /// Judges a worker's exit and updates counters. `code` is its exit code, `None`
     /// when a signal killed it.
-    pub fn on_exit(&mut self, worker: &Worker, code: Option<i32>, shutting_down: bool, now: Instant) -> ExitVerdict {
+    pub fn on_exit(
+        &mut self,
+        worker: &Worker,
+        code: Option<i32>,
+        shutting_down: bool,
+        now: Instant,
+    ) -> ExitVerdict {
         if shutting_down
             || self.removed
             || worker.phase == WorkerPhase::Draining
@@ -166,7 +181,12 @@ impl Pool {
             return ExitVerdict::Expected;
         }
         if code == Some(postern_config::EX_CONFIG) || worker.fatal.is_some() {
-            self.failed = Some(worker.fatal.clone().unwrap_or_else(|| "exit 78 (configuration)".into()));
+            self.failed = Some(
+                worker
+                    .fatal
+                    .clone()
+                    .unwrap_or_else(|| "exit 78 (configuration)".into()),
+            );
             return ExitVerdict::Failed;
         }
         self.restarts += 1;
@@ -258,7 +278,9 @@ mod tests {
     fn startup_failures_back_off_doubling_to_the_cap() {
         let mut b = Backoff::default();
         let t = Instant::now();
-        let delays: Vec<u64> = (0..8).map(|i| b.on_startup_failure(t + Duration::from_secs(i)).as_secs()).collect();
+        let delays: Vec<u64> = (0..8)
+            .map(|i| b.on_startup_failure(t + Duration::from_secs(i)).as_secs())
+            .collect();
         assert_eq!(delays, [1, 2, 4, 8, 16, 32, 60, 60]);
     }
 
@@ -283,6 +305,9 @@ mod tests {
         let t = Instant::now();
         b.on_startup_failure(t);
         assert_eq!(b.on_startup_failure(t), Duration::from_secs(2));
-        assert_eq!(b.on_startup_failure(t + STABLE_AFTER + Duration::from_secs(5)), BACKOFF_MIN);
+        assert_eq!(
+            b.on_startup_failure(t + STABLE_AFTER + Duration::from_secs(5)),
+            BACKOFF_MIN
+        );
     }
 }

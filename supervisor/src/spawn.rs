@@ -10,7 +10,12 @@ use std::process::Stdio;
 use postern_config::{codec, fdpass, ipc};
 
 /// Environment variables a worker may inherit; everything else is cleared.
-const PASSED_ENV: &[&str] = &["POSTERN_LOG", "POSTERN_LOG_FORMAT", "RUST_BACKTRACE", "RUST_LIB_BACKTRACE"];
+const PASSED_ENV: &[&str] = &[
+    "POSTERN_LOG",
+    "POSTERN_LOG_FORMAT",
+    "RUST_BACKTRACE",
+    "RUST_LIB_BACKTRACE",
+];
 
 /// A worker that has been exec'd and handed its `Hello`.
 pub struct Spawned {
@@ -34,7 +39,11 @@ pub enum SpawnError {
 
 /// Execs a worker and sends it `hello` with `fds` (the listening sockets, then the
 /// connection counter) attached.
-pub fn spawn(hello: &ipc::Hello, fds: &[BorrowedFd<'_>], log_filter: &str) -> Result<Spawned, SpawnError> {
+pub fn spawn(
+    hello: &ipc::Hello,
+    fds: &[BorrowedFd<'_>],
+    log_filter: &str,
+) -> Result<Spawned, SpawnError> {
     let (ours, theirs) = fdpass::seqpacket_pair().map_err(SpawnError::Pair)?;
     let mut cmd = tokio::process::Command::new("/proc/self/exe");
     cmd.arg0("postern")
@@ -60,5 +69,9 @@ pub fn spawn(hello: &ipc::Hello, fds: &[BorrowedFd<'_>], log_filter: &str) -> Re
     // The pair is fresh, so the first record always fits in the send buffer (large
     // payloads go through a memfd).
     fdpass::send_message(ours.as_fd(), &msg, fds)?;
-    Ok(Spawned { child, pid, ipc: ours })
+    Ok(Spawned {
+        child,
+        pid,
+        ipc: ours,
+    })
 }

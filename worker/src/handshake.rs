@@ -25,7 +25,10 @@ pub enum HandshakeError {
     #[error("manifest lists {listed} fds but {received} arrived")]
     CountMismatch { listed: usize, received: usize },
     #[error("fd for {expected} is bound to {actual}")]
-    AddressMismatch { expected: SocketAddr, actual: SocketAddr },
+    AddressMismatch {
+        expected: SocketAddr,
+        actual: SocketAddr,
+    },
     #[error("fd for {0} is not a listening socket")]
     NotListening(SocketAddr),
     #[error("cannot inspect a received fd")]
@@ -51,38 +54,64 @@ pub fn receive(ipc: &OwnedFd) -> Result<Handoff, HandshakeError> {
     };
     let hello = *hello;
     if hello.proto != ipc::PROTO {
-        return Err(HandshakeError::Proto { theirs: hello.proto, ours: ipc::PROTO });
+        return Err(HandshakeError::Proto {
+            theirs: hello.proto,
+            ours: ipc::PROTO,
+        });
     }
     if hello.build_id != postern_config::BUILD_ID {
-        return Err(HandshakeError::Build { theirs: hello.build_id, ours: postern_config::BUILD_ID.into() });
+        return Err(HandshakeError::Build {
+            theirs: hello.build_id,
+            ours: postern_config::BUILD_ID.into(),
+        });
     }
     let (listeners, counter) = pair(&hello.sockets, fds)?;
-    Ok(Handoff { hello, listeners, counter })
+    Ok(Handoff {
+        hello,
+        listeners,
+        counter,
+    })
 }
 
 /// Pairs received fds with the manifest: one listening socket per address, in order,
 /// then the counter memfd.
-pub fn pair(manifest: &[SocketAddr], mut fds: Vec<OwnedFd>) -> Result<(Vec<TcpListener>, Counter), HandshakeError> {
+pub fn pair(
+    manifest: &[SocketAddr],
+    mut fds: Vec<OwnedFd>,
+) -> Result<(Vec<TcpListener>, Counter), HandshakeError> {
     if fds.len() != manifest.len() + 1 {
-        return Err(HandshakeError::CountMismatch { listed: manifest.len() + 1, received: fds.len() });
+        return Err(HandshakeError::CountMismatch {
+            listed: manifest.len() + 1,
+            received: fds.len(),
+        });
     }
-    let counter_fd = fds.pop().ok_or(HandshakeError::CountMismatch { listed: 1, received: 0 })?;
+    let counter_fd = fds.pop().ok_or(HandshakeError::CountMismatch {
+        listed: 1,
+        received: 0,
+    })?;
     let counter = Counter::open(&counter_fd).map_err(HandshakeError::Counter)?;
     let listeners = manifest
         .iter()
         .zip(fds)
         .map(|(expected, fd)| {
-            let listening = nix::sys::socket::getsockopt(&fd, nix::sys::socket::sockopt::AcceptConn)
-                .map_err(|e| HandshakeError::Inspect(std::io::Error::from_raw_os_error(e as i32)))?;
+            let listening =
+                nix::sys::socket::getsockopt(&fd, nix::sys::socket::sockopt::AcceptConn).map_err(
+                    |e| HandshakeError::Inspect(std::io::Error::from_raw_os_error(e as i32)),
+                )?;
             if !listening {
                 return Err(HandshakeError::NotListening(*expected));
             }
             let listener = TcpListener::from(fd);
             let actual = listener.local_addr().map_err(HandshakeError::Inspect)?;
             if actual != *expected {
-                return Err(HandshakeError::AddressMismatch { expected: *expected, actual });
+                return Err(HandshakeError::AddressMismatch {
+                    expected: *expected,
+                    actual,
+                });
             }
-            listener.set_nonblocking(true).map_err(HandshakeError::Inspect)?;
+            listener
+                .set_nonblocking(true)
+                .map_err(HandshakeError::Inspect)?;
             Ok(listener)
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -99,18 +128,28 @@ mod tests {
         let addr = l.local_addr().expect("addr");
         let (_c, memfd) = Counter::create("t").expect("counter");
         // Wrong count.
-        let err = pair(&[addr], vec![memfd.try_clone().expect("dup")]).err().expect("count");
+        let err = pair(&[addr], vec![memfd.try_clone().expect("dup")])
+            .err()
+            .expect("count");
         assert!(matches!(err, HandshakeError::CountMismatch { .. }), "{err}");
         // Wrong address.
         let other: SocketAddr = "127.0.0.1:1".parse().expect("addr");
         let fd: OwnedFd = l.try_clone().expect("dup").into();
-        let err = pair(&[other], vec![fd, memfd.try_clone().expect("dup")]).err().expect("addr");
-        assert!(matches!(err, HandshakeError::AddressMismatch { .. }), "{err}");
+        let err = pair(&[other], vec![fd, memfd.try_clone().expect("dup")])
+            .err()
+            .expect("addr");
+        assert!(
+            matches!(err, HandshakeError::AddressMismatch { .. }),
+            "{err}"
+        );
         // Not listening.
         let s = std::net::TcpStream::connect(addr).expect("connect");
-        let err = pair(&[s.local_addr().expect("addr")], vec![s.into(), memfd.try_clone().expect("dup")])
-            .err()
-            .expect("listen");
+        let err = pair(
+            &[s.local_addr().expect("addr")],
+            vec![s.into(), memfd.try_clone().expect("dup")],
+        )
+        .err()
+        .expect("listen");
         assert!(matches!(err, HandshakeError::NotListening(_)), "{err}");
         // Right.
         let (ls, _) = pair(&[addr], vec![l.into(), memfd]).expect("pair");

@@ -67,7 +67,11 @@ pub async fn accept_loop(
         };
         if !load.counter.try_admit(load.slot, max) {
             tracing::warn!(%peer, max_connections = max, "max_connections reached; refusing connection");
-            tokio::spawn(refuse_busy(stream, svc.listener().protocol, svc.listener().tls));
+            tokio::spawn(refuse_busy(
+                stream,
+                svc.listener().protocol,
+                svc.listener().tls,
+            ));
             continue;
         }
         load.total.fetch_add(1, Ordering::Relaxed);

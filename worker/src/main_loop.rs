@@ -21,7 +21,9 @@ const EX_SOFTWARE: i32 = 70;
 /// `postern worker --ipc-fd 3 --id NAME`: returns the process exit code.
 pub fn run(ipc_fd: i32, id: &str) -> i32 {
     let Some(ipc) = crate::sys::take_ipc_fd(ipc_fd) else {
-        eprintln!("postern worker: no ipc socket at fd {ipc_fd}; workers are started by `postern run`");
+        eprintln!(
+            "postern worker: no ipc socket at fd {ipc_fd}; workers are started by `postern run`"
+        );
         return 2;
     };
     let span = tracing::info_span!("worker", role = "worker", worker = %id);
@@ -39,12 +41,14 @@ pub fn run(ipc_fd: i32, id: &str) -> i32 {
             tracing::warn!("test fault: exiting before ready");
             return 1;
         }
-        Some(Fault::FatalConfig) => return fatal(&ipc, "test fault: configuration-level failure".into()),
+        Some(Fault::FatalConfig) => {
+            return fatal(&ipc, "test fault: configuration-level failure".into())
+        }
         _ => {}
     }
     let services = match Services::new(&hello) {
         Ok(s) => Arc::new(s),
-        Err(e) => return fatal(&ipc, postern_config::error_chain(&e)),
+        Err(e) => return fatal(&ipc, postern_config::ErrorChain(&e).to_string()),
     };
     if let Err(e) = nix::sys::prctl::set_dumpable(false) {
         tracing::error!(error = %e, "cannot make the worker non-dumpable");
@@ -69,7 +73,13 @@ pub fn run(ipc_fd: i32, id: &str) -> i32 {
     // Every thread exists now (tokio spawns its workers eagerly): filter them all.
     let mode = hello.config.sandbox.seccomp;
     if let Err(e) = crate::sandbox::install(mode) {
-        return fatal(&ipc, format!("sandbox.seccomp = \"{mode}\": {}", postern_config::error_chain(&e)));
+        return fatal(
+            &ipc,
+            format!(
+                "sandbox.seccomp = \"{mode}\": {}",
+                postern_config::ErrorChain(&e)
+            ),
+        );
     }
     tracing::debug!(seccomp = %mode, "sandbox installed");
     let load = Arc::new(Load {
@@ -78,7 +88,15 @@ pub fn run(ipc_fd: i32, id: &str) -> i32 {
         total: AtomicU64::new(0),
     });
     let grace = hello.config.server.shutdown_grace;
-    let code = runtime.block_on(serve(ipc, handoff.listeners, services, load, hello.generation, grace, hello.fault));
+    let code = runtime.block_on(serve(
+        ipc,
+        handoff.listeners,
+        services,
+        load,
+        hello.generation,
+        grace,
+        hello.fault,
+    ));
     // Don't wait for sessions still open past the deadline.
     runtime.shutdown_background();
     code
@@ -103,9 +121,23 @@ async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut loops = Vec::new();
     for l in listeners {
-        loops.push(tokio::spawn(accept_loop(l, services.clone(), load.clone(), stop_rx.clone())));
+        loops.push(tokio::spawn(accept_loop(
+            l,
+            services.clone(),
+            load.clone(),
+            stop_rx.clone(),
+        )));
     }
-    if send(&ipc, &WorkerMsg::Ready { pid: std::process::id(), generation }).await.is_err() {
+    if send(
+        &ipc,
+        &WorkerMsg::Ready {
+            pid: std::process::id(),
+            generation,
+        },
+    )
+    .await
+    .is_err()
+    {
         return EX_SOFTWARE;
     }
     tracing::info!(listener = %services.listener().name, "worker ready");
@@ -124,7 +156,11 @@ async fn serve(
     let deadline = loop {
         match recv(&ipc).await {
             Ok(Some(SupervisorMsg::Ping { seq })) => {
-                let pong = WorkerMsg::Pong { seq, active: load.active(), total: load.total.load(Ordering::Relaxed) };
+                let pong = WorkerMsg::Pong {
+                    seq,
+                    active: load.active(),
+                    total: load.total.load(Ordering::Relaxed),
+                };
                 if send(&ipc, &pong).await.is_err() {
                     break Instant::now() + grace;
                 }
@@ -138,7 +174,10 @@ async fn serve(
                 return EX_SOFTWARE;
             }
             Ok(None) => {
-                tracing::warn!(active = load.active(), "supervisor is gone; draining and exiting");
+                tracing::warn!(
+                    active = load.active(),
+                    "supervisor is gone; draining and exiting"
+                );
                 break Instant::now() + grace;
             }
             Err(e) => {
@@ -155,20 +194,29 @@ async fn serve(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     if load.active() > 0 {
-        tracing::warn!(active = load.active(), "drain deadline passed; closing remaining sessions");
+        tracing::warn!(
+            active = load.active(),
+            "drain deadline passed; closing remaining sessions"
+        );
     }
     0
 }
 
 async fn recv(ipc: &fdpass::Channel) -> std::io::Result<Option<SupervisorMsg>> {
-    match ipc.recv_message(postern_config::ipc::MAX_RECORD_BYTES).await? {
+    match ipc
+        .recv_message(postern_config::ipc::MAX_RECORD_BYTES)
+        .await?
+    {
         None => Ok(None),
-        Some((bytes, _fds)) => codec::decode(&bytes).map(Some).map_err(std::io::Error::other),
+        Some((bytes, _fds)) => codec::decode(&bytes)
+            .map(Some)
+            .map_err(std::io::Error::other),
     }
 }
 
 async fn send(ipc: &fdpass::Channel, msg: &WorkerMsg) -> std::io::Result<()> {
-    ipc.send(&codec::encode(msg).map_err(std::io::Error::other)?).await
+    ipc.send(&codec::encode(msg).map_err(std::io::Error::other)?)
+        .await
 }
 
 /// Reports a configuration-level failure to the supervisor and returns exit 78.
@@ -180,4 +228,3 @@ fn fatal(ipc: &OwnedFd, reason: String) -> i32 {
     }
     EX_CONFIG
 }
-

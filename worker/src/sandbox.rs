@@ -19,8 +19,8 @@ use std::collections::BTreeMap;
 
 use postern_config::model::SeccompMode;
 use seccompiler::{
-    apply_filter_all_threads, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
-    SeccompFilter, SeccompRule, TargetArch,
+    apply_filter_all_threads, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp,
+    SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -123,7 +123,10 @@ pub fn install(mode: SeccompMode) -> Result<(), SandboxError> {
         arch,
     )?;
     let b2 = filter(
-        [libc::SYS_openat, libc::SYS_newfstatat, libc::SYS_statx].into_iter().map(|s| (s, vec![])).collect(),
+        [libc::SYS_openat, libc::SYS_newfstatat, libc::SYS_statx]
+            .into_iter()
+            .map(|s| (s, vec![]))
+            .collect(),
         SeccompAction::Allow,
         SeccompAction::Errno(libc::EACCES as u32),
         arch,
@@ -159,16 +162,29 @@ fn rule(conds: Vec<SeccompCondition>) -> Result<SeccompRule, SandboxError> {
 
 fn allowlist() -> Result<BTreeMap<i64, Vec<SeccompRule>>, SandboxError> {
     use SeccompCmpOp::{Eq, MaskedEq};
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
-        ALLOWED.iter().chain(ARCH_ALLOWED).map(|s| (*s, vec![])).collect();
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = ALLOWED
+        .iter()
+        .chain(ARCH_ALLOWED)
+        .map(|s| (*s, vec![]))
+        .collect();
     // socket(): IPv4 and IPv6 only (no AF_UNIX, AF_NETLINK, AF_PACKET...).
     rules.insert(
         libc::SYS_socket,
         vec![
-            rule(vec![SeccompCondition::new(0, SeccompCmpArgLen::Dword, Eq, libc::AF_INET as u64)
-                .map_err(SandboxError::Build)?])?,
-            rule(vec![SeccompCondition::new(0, SeccompCmpArgLen::Dword, Eq, libc::AF_INET6 as u64)
-                .map_err(SandboxError::Build)?])?,
+            rule(vec![SeccompCondition::new(
+                0,
+                SeccompCmpArgLen::Dword,
+                Eq,
+                libc::AF_INET as u64,
+            )
+            .map_err(SandboxError::Build)?])?,
+            rule(vec![SeccompCondition::new(
+                0,
+                SeccompCmpArgLen::Dword,
+                Eq,
+                libc::AF_INET6 as u64,
+            )
+            .map_err(SandboxError::Build)?])?,
         ],
     );
     // clone(): threads only, never new namespaces.
@@ -179,10 +195,19 @@ fn allowlist() -> Result<BTreeMap<i64, Vec<SeccompRule>>, SandboxError> {
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWNET
         | libc::CLONE_NEWCGROUP) as u64;
-    rules.insert(libc::SYS_clone, vec![rule(vec![cond(0, MaskedEq(new_ns), 0)?])?]);
+    rules.insert(
+        libc::SYS_clone,
+        vec![rule(vec![cond(0, MaskedEq(new_ns), 0)?])?],
+    );
     // prctl(): naming threads only.
-    rules.insert(libc::SYS_prctl, vec![rule(vec![cond(0, Eq, libc::PR_SET_NAME as u64)?])?]);
+    rules.insert(
+        libc::SYS_prctl,
+        vec![rule(vec![cond(0, Eq, libc::PR_SET_NAME as u64)?])?],
+    );
     // tgkill(): only signals to our own threads (Rust's abort, tokio's wakeups).
-    rules.insert(libc::SYS_tgkill, vec![rule(vec![cond(0, Eq, u64::from(std::process::id()))?])?]);
+    rules.insert(
+        libc::SYS_tgkill,
+        vec![rule(vec![cond(0, Eq, u64::from(std::process::id()))?])?],
+    );
     Ok(rules)
 }

@@ -10,6 +10,7 @@
 //! Addresses come from the supervisor (`Hello::resolved`) or from an IP-literal `host`;
 //! this module does no DNS and opens no file. It must not log payload bytes.
 
+use postern_config::ErrorChain;
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -463,21 +464,6 @@ pub fn proxy_header(client: SocketAddr, local: SocketAddr) -> Vec<u8> {
     out.extend_from_slice(&client.port().to_be_bytes());
     out.extend_from_slice(&local.port().to_be_bytes());
     out
-}
-
-/// Displays an error with its whole `source()` chain on one line.
-pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            write!(f, ": {cause}")?;
-            source = cause.source();
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use crate::pipe::{self, End};
 use crate::proxy_in::{self, Rewound};
 use crate::services::Services;
 use crate::side::Side;
-use crate::upstream::ErrorChain;
+use postern_config::ErrorChain;
 
 /// Serves one pass-through connection (`smtp` or `lmtp` listener).
 pub async fn serve(svc: &Services, mut stream: TcpStream, peer: SocketAddr, local: SocketAddr) {
