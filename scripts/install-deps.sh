@@ -22,6 +22,8 @@ PACKAGES=(
     dovecot-managesieved dovecot-sieve
     # real clients and tools the tests and the demo call
     python3 curl openssl iproute2 procps util-linux ca-certificates
+    # systemd-socket-activate, the real activator for the socket-activation test
+    systemd
     # building postern (the C parts of ring; cargo's git)
     gcc libc6-dev make pkg-config git
 )

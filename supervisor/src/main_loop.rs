@@ -305,7 +305,7 @@ impl Supervisor {
             sockets: pool.addrs(),
             counter_slot: slot,
             config: (*self.config).clone(),
-            material: (*self.material).clone(),
+            material: material_for(&pool.listener, &self.material),
             resolved: self.resolved.clone(),
             own_addrs: self.pools.values().flat_map(Pool::addrs).collect(),
             fault,
@@ -629,10 +629,16 @@ impl Supervisor {
             notify::status(&line);
             self.last_status_line = line;
         }
-        if !self.notified_ready && ready >= wanted {
+        // Ready once no pool is still starting: a throttled or failed pool is reported
+        // in the status line and by `postern status`, not by hanging the unit's start.
+        let settled = self
+            .pools
+            .values()
+            .all(|p| p.state(false) != postern_config::control::PoolState::Starting);
+        if !self.notified_ready && settled {
             self.notified_ready = true;
             notify::ready();
-            tracing::info!(workers = ready, "all workers ready");
+            tracing::info!(ready, wanted, "startup complete");
         }
     }
 
@@ -770,6 +776,16 @@ impl Supervisor {
     }
 }
 
+/// What a worker of `listener` may hold: a plain-TCP listener's workers never see
+/// the server certificates' private keys.
+fn material_for(listener: &postern_config::model::Listener, all: &Material) -> Material {
+    let mut m = all.clone();
+    if listener.tls == postern_config::model::TlsMode::Plain {
+        m.certificates.clear();
+    }
+    m
+}
+
 fn drain(w: &mut Worker, grace: Duration) {
     w.phase = WorkerPhase::Draining;
     w.drain_deadline = Some(Instant::now() + grace);
@@ -885,5 +901,69 @@ async fn worker_io(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use postern_config::material::CertMaterial;
+    use postern_config::model::{Listener, Protocol, ProxyProtocolIn, TlsMode};
+
+    fn listener(tls: TlsMode) -> Listener {
+        Listener {
+            name: "l".into(),
+            protocol: Protocol::Lmtp,
+            bind: vec![],
+            tls,
+            proxy_protocol: ProxyProtocolIn::Off,
+            proxy_trusted: vec![],
+            max_connections: 1,
+            preauth_timeout: Duration::from_secs(1),
+            max_auth_attempts: 1,
+            forwarded_trust: false,
+        }
+    }
+
+    #[test]
+    fn plain_listeners_get_no_private_keys() {
+        let cert = CertMaterial {
+            name: "c".into(),
+            chain_pem: b"chain".to_vec(),
+            key_pem: b"secret".to_vec(),
+            subjects: vec![],
+            default: true,
+        };
+        let all = Material {
+            certificates: vec![cert],
+            ..Material::default()
+        };
+        assert!(material_for(&listener(TlsMode::Plain), &all)
+            .certificates
+            .is_empty());
+        assert_eq!(
+            material_for(&listener(TlsMode::Implicit), &all)
+                .certificates
+                .len(),
+            1
+        );
+        assert_eq!(
+            material_for(&listener(TlsMode::Starttls), &all)
+                .certificates
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn fault_specs_parse_and_apply_to_the_right_spawns() {
+        let faults = FaultSpec::parse("a:seccomp-once, b:exit-before-ready,c:bogus");
+        assert_eq!(faults.len(), 2);
+        assert_eq!(
+            faults["a"].for_spawn(0),
+            Some(Fault::ForbiddenSyscallAfterReady)
+        );
+        assert_eq!(faults["a"].for_spawn(1), None);
+        assert_eq!(faults["b"].for_spawn(5), Some(Fault::ExitBeforeReady));
     }
 }
