@@ -67,6 +67,10 @@ fn assert_dropped(pid: u32, what: &str, uid: u32, gid: u32) -> HashMap<String, S
         assert_eq!(s[cap], "0000000000000000", "{what} {cap}");
     }
     assert_eq!(s["NoNewPrivs"], "1", "{what} NoNewPrivs");
+    // A non-dumpable process's /proc files belong to root, not to its own uid.
+    use std::os::unix::fs::MetadataExt;
+    let environ = std::fs::metadata(format!("/proc/{pid}/environ")).expect("environ");
+    assert_eq!(environ.uid(), 0, "{what} must not be dumpable");
     s
 }
 
@@ -106,6 +110,25 @@ fn workers_are_sandboxed_even_without_root() {
         let s = proc_status(pid);
         assert_eq!(s["Seccomp"], "2", "worker {pid}");
         assert_eq!(s["NoNewPrivs"], "1", "worker {pid}");
+    }
+}
+
+#[test]
+fn seccomp_log_and_off_modes_are_honoured() {
+    let backend = MockUpstream::new().echo().start();
+    for (mode, expected) in [("log", "2"), ("off", "0")] {
+        let dir = support::shared_tempdir();
+        let mut cfg = TestConfig::new(dir.path())
+            .listener(
+                "lmtp",
+                "protocol = \"lmtp\"\nbind = [\"127.0.0.1:0\"]\ntls = \"plain\"",
+            )
+            .passthrough_destination("backend", backend.addr().port(), false);
+        cfg.seccomp = mode.into();
+        let proxy = Proxy::start(cfg.render(), &dir);
+        for pid in worker_pids(&proxy) {
+            assert_eq!(proc_status(pid)["Seccomp"], expected, "seccomp = {mode}");
+        }
     }
 }
 
