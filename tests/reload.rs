@@ -151,3 +151,44 @@ fn a_new_privileged_port_after_the_drop_needs_a_restart() {
     );
     assert_eq!(proxy.status_json()["generation"], 1);
 }
+
+#[test]
+fn a_listener_can_gain_an_address_and_keep_the_old_one() {
+    let backend = MockUpstream::new().echo().start();
+    let dir = support::shared_tempdir();
+    let (a, b) = (support::free_port(), support::free_port());
+    let one = format!("protocol = \"lmtp\"\nbind = [\"127.0.0.1:{a}\"]\ntls = \"plain\"");
+    let two = format!(
+        "protocol = \"lmtp\"\nbind = [\"127.0.0.1:{a}\", \"127.0.0.1:{b}\"]\ntls = \"plain\""
+    );
+    let cfg = |body: &str| {
+        TestConfig::new(dir.path())
+            .listener("lmtp", body)
+            .passthrough_destination("backend", backend.addr().port(), false)
+            .render()
+    };
+    let proxy = Proxy::start(cfg(&one), &dir);
+    support::write_file(&proxy.config_path, cfg(&two));
+    proxy.reload().expect("reload with an added address");
+    support::eventually(Duration::from_secs(10), "both addresses served", || {
+        let pool = proxy.pool("lmtp");
+        (pool["state"] == "running" && pool["addrs"].as_array()?.len() == 2).then_some(())
+    });
+    for port in [a, b] {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        round_trip(&mut s, b"both\r\n");
+    }
+    // The generation-1 worker drains out and is gone from the report.
+    support::eventually(Duration::from_secs(5), "the old generation to exit", || {
+        let status = proxy.status_json();
+        let pools = status["pools"].as_array()?;
+        (pools.len() == 1
+            && pools[0]["workers"]
+                .as_array()?
+                .iter()
+                .all(|w| w["generation"] == 2))
+        .then_some(())
+    });
+}

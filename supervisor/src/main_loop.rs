@@ -33,21 +33,19 @@ const MAX_UNANSWERED_PINGS: u32 = 3;
 /// Largest record a worker may send.
 const MAX_WORKER_RECORD: usize = 64 * 1024;
 
-/// Something that happened, for the loop to act on.
+/// Something that happened, for the loop to act on. Workers are named by their
+/// serial, unique for the supervisor's life: a pool may be renamed while it drains.
 pub enum Event {
     Msg {
-        pool: String,
         serial: u64,
         msg: WorkerMsg,
     },
     /// A worker sent something that is not a valid message: it gets killed.
     Bad {
-        pool: String,
         serial: u64,
         reason: String,
     },
     Exited {
-        pool: String,
         serial: u64,
         status: std::process::ExitStatus,
     },
@@ -346,10 +344,10 @@ impl Supervisor {
                 total: 0,
                 pings_unanswered: 0,
                 drain_deadline: None,
+                killed: false,
             },
         );
         tokio::spawn(worker_io(
-            name.to_owned(),
             serial,
             spawned.child,
             spawned.ipc,
@@ -360,22 +358,29 @@ impl Supervisor {
 
     fn on_event(&mut self, event: Event) {
         match event {
-            Event::Msg { pool, serial, msg } => self.on_worker_msg(&pool, serial, msg),
-            Event::Bad {
-                pool,
-                serial,
-                reason,
-            } => {
-                if let Some(w) = self.pools.get(&pool).and_then(|p| p.workers.get(&serial)) {
-                    tracing::warn!(worker = %w.id(&pool), pid = w.pid, %reason, "worker broke the ipc protocol; killing it");
-                    let _ = kill(Pid::from_raw(w.pid as i32), Signal::SIGKILL);
+            Event::Msg { serial, msg } => {
+                if let Some(pool) = self.pool_of(serial) {
+                    self.on_worker_msg(&pool, serial, msg);
                 }
             }
-            Event::Exited {
-                pool,
-                serial,
-                status,
-            } => self.on_exit(&pool, serial, status),
+            Event::Bad { serial, reason } => {
+                let Some(pool) = self.pool_of(serial) else {
+                    return;
+                };
+                if let Some(w) = self
+                    .pools
+                    .get_mut(&pool)
+                    .and_then(|p| p.workers.get_mut(&serial))
+                {
+                    tracing::warn!(worker = %w.id(&pool), pid = w.pid, %reason, "worker broke the ipc protocol; killing it");
+                    kill_worker(w);
+                }
+            }
+            Event::Exited { serial, status } => {
+                if let Some(pool) = self.pool_of(serial) {
+                    self.on_exit(&pool, serial, status);
+                }
+            }
             Event::Control { command, reply } => {
                 let answer = match command {
                     Command::Status => Answer::Status(self.status()),
@@ -390,6 +395,14 @@ impl Supervisor {
                 let _ = reply.send(answer);
             }
         }
+    }
+
+    /// The pool a worker currently belongs to.
+    fn pool_of(&self, serial: u64) -> Option<String> {
+        self.pools
+            .iter()
+            .find(|(_, p)| p.workers.contains_key(&serial))
+            .map(|(name, _)| name.clone())
     }
 
     fn on_worker_msg(&mut self, name: &str, serial: u64, msg: WorkerMsg) {
@@ -428,7 +441,7 @@ impl Supervisor {
         };
         if !ok {
             tracing::warn!(worker = %w.id(name), pid = w.pid, ?msg, phase = ?w.phase, "unexpected worker message; killing it");
-            let _ = kill(Pid::from_raw(w.pid as i32), Signal::SIGKILL);
+            kill_worker(w);
             return;
         }
         if matches!(msg, WorkerMsg::Ready { .. }) {
@@ -520,10 +533,10 @@ impl Supervisor {
                     self.spawn_worker(&name, index);
                 }
             }
-            let Some(pool) = self.pools.get(&name) else {
+            let Some(pool) = self.pools.get_mut(&name) else {
                 continue;
             };
-            for w in pool.workers.values() {
+            for w in pool.workers.values_mut().filter(|w| !w.killed) {
                 let late_ready = w.phase == WorkerPhase::Spawned
                     && now.duration_since(w.spawned) > READY_TIMEOUT;
                 let late_drain = w
@@ -531,7 +544,7 @@ impl Supervisor {
                     .is_some_and(|d| now > d + Duration::from_secs(1));
                 if late_ready || late_drain {
                     tracing::warn!(worker = %w.id(&name), pid = w.pid, late_ready, late_drain, "worker overdue; killing it");
-                    let _ = kill(Pid::from_raw(w.pid as i32), Signal::SIGKILL);
+                    kill_worker(w);
                 }
             }
         }
@@ -546,17 +559,17 @@ impl Supervisor {
             for w in pool
                 .workers
                 .values_mut()
-                .filter(|w| w.phase != WorkerPhase::Spawned)
+                .filter(|w| w.phase != WorkerPhase::Spawned && !w.killed)
             {
                 if w.pings_unanswered >= MAX_UNANSWERED_PINGS {
                     tracing::warn!(worker = %w.id(name), pid = w.pid, "worker stopped answering pings; killing it");
-                    let _ = kill(Pid::from_raw(w.pid as i32), Signal::SIGKILL);
+                    kill_worker(w);
                     continue;
                 }
                 if let (Some(limit), Some(rss)) = (limit, rss_bytes(w.pid)) {
                     if rss > limit {
                         tracing::warn!(worker = %w.id(name), pid = w.pid, rss, limit, "worker over server.max_session_memory; killing it");
-                        let _ = kill(Pid::from_raw(w.pid as i32), Signal::SIGKILL);
+                        kill_worker(w);
                         continue;
                     }
                 }
@@ -676,7 +689,7 @@ impl Supervisor {
                     ));
                 }
                 // The same address held by another pool being replaced: hand it over.
-                let reused = self.take_socket_of_other_listener(&l.name, *addr, &config);
+                let reused = self.take_socket_of_other_listener(*addr, &config);
                 let sock = match reused {
                     Some(s) => s,
                     None => bind::bind(*addr)
@@ -746,30 +759,25 @@ impl Supervisor {
     }
 
     /// Takes the socket bound at `addr` from a pool that the new config changes or
-    /// drops, so a listener can move between names without rebinding.
+    /// drops, so an address can stay served across the change without a rebind (which
+    /// would fail with EADDRINUSE while the old socket is open).
     fn take_socket_of_other_listener(
         &mut self,
-        name: &str,
         addr: SocketAddr,
         config: &Config,
     ) -> Option<Socket2> {
-        for (other, pool) in &mut self.pools {
-            let changing = other != name
-                && config
-                    .listener(other)
-                    .is_none_or(|l| l.bind != pool.listener.bind);
-            if !changing {
+        if addr.port() == 0 {
+            return None;
+        }
+        for (name, pool) in &mut self.pools {
+            let changing = config.listener(name).is_none_or(|l| {
+                l.bind != pool.listener.bind || l.protocol != pool.listener.protocol
+            });
+            if pool.removed || !changing {
                 continue;
             }
-            if let Some(i) = pool
-                .listener
-                .bind
-                .iter()
-                .position(|b| *b == addr && addr.port() != 0)
-            {
-                if i < pool.sockets.len() {
-                    return Some(pool.sockets.remove(i));
-                }
+            if let Some(i) = pool.sockets.iter().position(|s| s.addr == addr) {
+                return Some(pool.sockets.remove(i));
             }
         }
         None
@@ -784,6 +792,14 @@ fn material_for(listener: &postern_config::model::Listener, all: &Material) -> M
         m.certificates.clear();
     }
     m
+}
+
+/// SIGKILLs a worker, once; its exit arrives as an `Exited` event.
+fn kill_worker(w: &mut Worker) {
+    if !w.killed {
+        w.killed = true;
+        let _ = kill(Pid::from_raw(w.pid as i32), Signal::SIGKILL);
+    }
 }
 
 fn drain(w: &mut Worker, grace: Duration) {
@@ -840,7 +856,6 @@ fn rss_bytes(pid: u32) -> Option<u64> {
 
 /// One worker's I/O: its exit, its messages in, the supervisor's messages out.
 async fn worker_io(
-    pool: String,
     serial: u64,
     mut child: tokio::process::Child,
     ipc: OwnedFd,
@@ -851,7 +866,6 @@ async fn worker_io(
         Ok(c) => Some(c),
         Err(e) => {
             let _ = events.send(Event::Bad {
-                pool: pool.clone(),
                 serial,
                 reason: format!("ipc: {e}"),
             });
@@ -869,7 +883,7 @@ async fn worker_io(
                         return;
                     }
                 };
-                let _ = events.send(Event::Exited { pool, serial, status });
+                let _ = events.send(Event::Exited { serial, status });
                 return;
             }
             Some(msg) = outbox.recv(), if open => {
@@ -883,11 +897,11 @@ async fn worker_io(
                 match record {
                     Some(Some((bytes, fds))) => {
                         let event = if !fds.is_empty() {
-                            Event::Bad { pool: pool.clone(), serial, reason: "sent file descriptors".into() }
+                            Event::Bad { serial, reason: "sent file descriptors".into() }
                         } else {
                             match codec::decode::<WorkerMsg>(&bytes) {
-                                Ok(msg) => Event::Msg { pool: pool.clone(), serial, msg },
-                                Err(e) => Event::Bad { pool: pool.clone(), serial, reason: e.to_string() },
+                                Ok(msg) => Event::Msg { serial, msg },
+                                Err(e) => Event::Bad { serial, reason: e.to_string() },
                             }
                         };
                         let _ = events.send(event);
@@ -895,7 +909,7 @@ async fn worker_io(
                     // End of stream, or a record we could not read (oversized, truncated).
                     Some(None) => open = false,
                     None => {
-                        let _ = events.send(Event::Bad { pool: pool.clone(), serial, reason: "unreadable record".into() });
+                        let _ = events.send(Event::Bad { serial, reason: "unreadable record".into() });
                         open = false;
                     }
                 }

@@ -41,6 +41,8 @@ pub struct Worker {
     pub total: u64,
     pub pings_unanswered: u32,
     pub drain_deadline: Option<Instant>,
+    /// SIGKILL was sent; waiting for its exit.
+    pub killed: bool,
 }
 
 impl Worker {
