@@ -99,11 +99,7 @@ fn a_seccomp_violation_kills_only_that_worker_which_is_respawned() {
         Duration::from_secs(10),
         "the victim worker to be killed and respawned",
         || {
-            let pool = proxy.try_status_json().ok()?["pools"]
-                .as_array()?
-                .iter()
-                .find(|p| p["listener"] == "victim")?
-                .clone();
+            let pool = proxy.try_pool("victim")?;
             (pool["restarts"] == 1 && pool["state"] == "running").then_some(pool)
         },
     );
@@ -127,12 +123,7 @@ fn a_crash_loop_backs_off_while_other_pools_keep_serving() {
         &[("POSTERN_TEST_FAULTS", "victim:exit-before-ready")],
     );
     support::eventually(Duration::from_secs(10), "the steady pool to run", || {
-        let status = proxy.try_status_json().ok()?;
-        let steady = status["pools"]
-            .as_array()?
-            .iter()
-            .find(|p| p["listener"] == "steady")?
-            .clone();
+        let steady = proxy.try_pool("steady")?;
         (steady["state"] == "running").then_some(())
     });
     let mut session = open_session(&proxy, "steady");
@@ -173,12 +164,7 @@ fn a_configuration_failure_waits_for_reload() {
         Duration::from_secs(10),
         "the victim pool to be failed",
         || {
-            let status = proxy.try_status_json().ok()?;
-            let victim = status["pools"]
-                .as_array()?
-                .iter()
-                .find(|p| p["listener"] == "victim")?
-                .clone();
+            let victim = proxy.try_pool("victim")?;
             (victim["state"] == "failed").then_some(())
         },
     );
@@ -218,11 +204,7 @@ fn a_worker_that_breaks_the_ipc_protocol_is_killed_alone() {
         Duration::from_secs(10),
         "the hostile worker to be replaced",
         || {
-            let pool = proxy.try_status_json().ok()?["pools"]
-                .as_array()?
-                .iter()
-                .find(|p| p["listener"] == "victim")?
-                .clone();
+            let pool = proxy.try_pool("victim")?;
             (pool["restarts"] == 1 && pool["state"] == "running").then_some(pool)
         },
     );
@@ -248,11 +230,7 @@ fn a_worker_over_max_session_memory_is_killed_and_restarted() {
         Duration::from_secs(10),
         "a restart after the memory kill",
         || {
-            let pool = proxy.try_status_json().ok()?["pools"]
-                .as_array()?
-                .iter()
-                .find(|p| p["listener"] == "victim")?
-                .clone();
+            let pool = proxy.try_pool("victim")?;
             (pool["restarts"].as_u64()? >= 1).then_some(pool)
         },
     );

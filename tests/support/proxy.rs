@@ -162,6 +162,17 @@ impl Proxy {
             .unwrap_or_else(|| panic!("no pool {listener} in status {status}"))
     }
 
+    /// The pool of `listener` if a status report can be had now (the supervisor may be
+    /// starting, or the pool not yet listed): for polling.
+    pub fn try_pool(&self, listener: &str) -> Option<Value> {
+        let status = self.try_status_json().ok()?;
+        status["pools"]
+            .as_array()?
+            .iter()
+            .find(|p| p["listener"] == listener)
+            .cloned()
+    }
+
     /// The first address `listener` is bound to.
     pub fn addr(&self, listener: &str) -> SocketAddr {
         self.addrs(listener)[0]
