@@ -192,3 +192,49 @@ fn a_listener_can_gain_an_address_and_keep_the_old_one() {
         .then_some(())
     });
 }
+
+#[test]
+fn a_reload_that_fails_midway_leaves_every_socket_in_place() {
+    let backend = MockUpstream::new().echo().start();
+    let dir = support::shared_tempdir();
+    let a = support::free_port();
+    // Held by this test, so binding it fails during the reload.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let b = taken.local_addr().expect("addr").port();
+    let cfg = |bind: &str| {
+        TestConfig::new(dir.path())
+            .listener(
+                "lmtp",
+                &format!("protocol = \"lmtp\"\nbind = [{bind}]\ntls = \"plain\""),
+            )
+            .passthrough_destination("backend", backend.addr().port(), false)
+            .render()
+    };
+    let proxy = Proxy::start(cfg(&format!("\"127.0.0.1:{a}\"")), &dir);
+    support::write_file(
+        &proxy.config_path,
+        cfg(&format!("\"127.0.0.1:{a}\", \"127.0.0.1:{b}\"")),
+    );
+    let err = proxy
+        .reload()
+        .expect_err("the second address cannot be bound");
+    assert!(err.contains(&format!("127.0.0.1:{b}")), "{err}");
+    // A worker restarted after the failed reload still gets the listener's socket.
+    let pid = proxy.pool("lmtp")["workers"][0]["pid"]
+        .as_u64()
+        .expect("pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    support::eventually(Duration::from_secs(5), "the worker to be back", || {
+        let pool = proxy.try_pool("lmtp")?;
+        (pool["state"] == "running" && pool["workers"][0]["pid"].as_u64()? != pid).then_some(())
+    });
+    let mut s = TcpStream::connect(("127.0.0.1", a)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    round_trip(&mut s, b"still bound\r\n");
+    assert_eq!(proxy.status_json()["generation"], 1);
+}

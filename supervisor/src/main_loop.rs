@@ -689,7 +689,7 @@ impl Supervisor {
                     ));
                 }
                 // The same address held by another pool being replaced: hand it over.
-                let reused = self.take_socket_of_other_listener(*addr, &config);
+                let reused = self.share_socket_of_changing_listener(*addr, &config);
                 let sock = match reused {
                     Some(s) => s,
                     None => bind::bind(*addr)
@@ -758,29 +758,34 @@ impl Supervisor {
         Ok(generation)
     }
 
-    /// Takes the socket bound at `addr` from a pool that the new config changes or
-    /// drops, so an address can stay served across the change without a rebind (which
-    /// would fail with EADDRINUSE while the old socket is open).
-    fn take_socket_of_other_listener(
-        &mut self,
+    /// A second handle (dup) on the socket bound at `addr` in a pool that the new
+    /// config changes or drops, so the address stays served across the change without
+    /// a rebind (which would fail with EADDRINUSE while the old socket is open). The old
+    /// pool keeps its handle: if the reload fails later, nothing has changed.
+    fn share_socket_of_changing_listener(
+        &self,
         addr: SocketAddr,
         config: &Config,
     ) -> Option<Socket2> {
         if addr.port() == 0 {
             return None;
         }
-        for (name, pool) in &mut self.pools {
-            let changing = config.listener(name).is_none_or(|l| {
-                l.bind != pool.listener.bind || l.protocol != pool.listener.protocol
-            });
-            if pool.removed || !changing {
-                continue;
-            }
-            if let Some(i) = pool.sockets.iter().position(|s| s.addr == addr) {
-                return Some(pool.sockets.remove(i));
-            }
-        }
-        None
+        self.pools
+            .iter()
+            .filter(|(name, pool)| {
+                !pool.removed
+                    && config.listener(name).is_none_or(|l| {
+                        l.bind != pool.listener.bind || l.protocol != pool.listener.protocol
+                    })
+            })
+            .flat_map(|(_, pool)| &pool.sockets)
+            .find(|s| s.addr == addr)
+            .and_then(|s| {
+                Some(Socket2 {
+                    addr: s.addr,
+                    fd: s.fd.try_clone().ok()?,
+                })
+            })
     }
 }
 
