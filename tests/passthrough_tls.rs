@@ -88,3 +88,40 @@ fn implicit_tls_smtp_selects_the_certificate_by_sni_and_relays() {
         );
     }
 }
+
+#[test]
+fn a_client_that_never_starts_tls_is_dropped_at_preauth_timeout() {
+    let backend = MockUpstream::new().send(GREETING).echo().start();
+    let dir = support::shared_tempdir();
+    let ca = Ca::new(dir.path(), "slow");
+    let leaf = ca.leaf("only", &["only.test"]);
+    let config = TestConfig::new(dir.path())
+        .raw(&format!(
+            "[tls.certificate.only]\ncert = \"{}\"\nkey = \"{}\"",
+            leaf.chain.display(),
+            leaf.key.display()
+        ))
+        .listener(
+            "smtps",
+            "protocol = \"smtp\"\nbind = [\"127.0.0.1:0\"]\ntls = \"implicit\"\npreauth_timeout = \"1s\"",
+        )
+        .passthrough_destination("backend", backend.port(), false)
+        .render();
+    let proxy = Proxy::start(config, &dir);
+    // Connect and say nothing: no ClientHello ever comes.
+    let mut silent = std::net::TcpStream::connect(proxy.addr("smtps")).expect("connect");
+    let ending = client::read_until_closed(&mut silent, Duration::from_secs(10));
+    assert!(
+        ending.bytes().is_empty(),
+        "nothing is sent to a client that never handshakes"
+    );
+    // The slot it held is free again and the backend was never dialed.
+    support::eventually(WAIT, "the connection to be released", || {
+        (proxy.pool("smtps")["active"] == 0).then_some(())
+    });
+    assert_eq!(
+        backend.connections(),
+        0,
+        "no backend connection for a failed handshake"
+    );
+}
