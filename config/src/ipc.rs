@@ -15,7 +15,7 @@ use crate::material::Material;
 use crate::model::Config;
 
 /// Version of this protocol; bump it on any change to the enums below.
-pub const PROTO: u32 = 1;
+pub const PROTO: u32 = 2;
 
 /// Largest record either side accepts. The `Hello` carries the config and TLS
 /// material, so it is generous; everything else is tiny.

@@ -32,7 +32,7 @@ use crate::model::{Config, Http, Routing};
 use crate::schema::Ctx;
 use crate::Issue;
 
-pub use files::check_mapping_file;
+pub use files::{check_mapping_file, parse_mapping_file};
 
 /// Environment variable that supplies the admin bearer token; it wins over
 /// `admin.bearer_token_file` and `admin.bearer_token`.

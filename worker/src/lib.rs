@@ -5,12 +5,15 @@
 
 pub mod handshake;
 pub mod health;
+pub mod identity;
 pub mod listener;
 pub mod main_loop;
 pub mod pipe;
 pub mod proto;
 pub mod proxy_in;
+pub mod route;
 pub mod sandbox;
+pub mod sasl;
 pub mod services;
 pub mod side;
 #[allow(unsafe_code)]

@@ -3,13 +3,13 @@
 //! Called by the supervisor while it still may read them; every problem is reported with
 //! the key that named the file. Nothing here parses TOML.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::material::{CertMaterial, Material};
+use crate::material::{normalize_identifier, CertMaterial, MappingTable, Material};
 use crate::model::{Config, Protocol, TlsMode};
 use crate::schema::join;
 use crate::Issue;
@@ -124,7 +124,10 @@ pub(crate) fn read_material(config: &Config) -> Result<Material, Vec<Issue>> {
         let key = "mapping.file.path";
         if let Some(bytes) = read(&mut issues, user, key, path) {
             match String::from_utf8(bytes) {
-                Ok(text) => issues.extend(check_mapping_file(config, &text)),
+                Ok(text) => match parse_mapping_file(config, &text) {
+                    Ok(table) => material.mapping = Some(table),
+                    Err(found) => issues.extend(found),
+                },
                 Err(_) => issues.push(Issue::new(
                     key,
                     format!("{} is not UTF-8 text", path.display()),
@@ -342,21 +345,28 @@ fn check_key(
     }
 }
 
-/// Checks the text of the mapping file (rule 12): every line is `<identifier>
-/// <destination>` (blank lines and `#` comments skipped), names a declared destination,
-/// maps an identifier only once, and each mapped destination declares every interactive
-/// protocol some listener serves. Issues are at `mapping.file.path`, with line numbers.
+/// Checks the text of the mapping file (rule 12); see [`parse_mapping_file`].
 pub fn check_mapping_file(config: &Config, text: &str) -> Vec<Issue> {
+    parse_mapping_file(config, text).err().unwrap_or_default()
+}
+
+/// Parses the text of the mapping file into its table (rule 12): every line is
+/// `<identifier> <destination>` (blank lines and `#` comments skipped, as is a trailing
+/// `# comment`), names a declared destination, maps an identifier only once after
+/// normalizing, and each mapped destination declares every interactive protocol some
+/// listener serves. Keys are normalized per `mapping.normalize`. Any problem rejects the
+/// whole file; issues are at `mapping.file.path`, with line numbers.
+pub fn parse_mapping_file(config: &Config, text: &str) -> Result<MappingTable, Vec<Issue>> {
     const KEY: &str = "mapping.file.path";
     let mut issues = Vec::new();
-    let lowercase = config.mapping.normalize == crate::model::Normalize::Lowercase;
+    let mut table = MappingTable::new();
     let served: BTreeMap<Protocol, &str> = config
         .listeners
         .iter()
         .filter(|l| l.protocol.is_interactive())
         .map(|l| (l.protocol, l.name.as_str()))
         .collect();
-    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
     let mut checked: BTreeSet<&str> = BTreeSet::new();
     for (i, line) in text.lines().enumerate() {
         let n = i + 1;
@@ -364,26 +374,22 @@ pub fn check_mapping_file(config: &Config, text: &str) -> Vec<Issue> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (id, dest) = match fields.as_slice() {
-            [id, dest] => (*id, *dest),
-            [id, dest, comment, ..] if comment.starts_with('#') => (*id, *dest),
+        let mut fields = line.split_whitespace();
+        let (id, dest) = match (fields.next(), fields.next(), fields.next()) {
+            (Some(id), Some(dest), None) => (id, dest),
+            (Some(id), Some(dest), Some(comment)) if comment.starts_with('#') => (id, dest),
             _ => {
                 issues.push(Issue::new(
                     KEY,
                     format!(
                         "line {n}: expected \"<identifier> <destination>\", found {} fields",
-                        fields.len()
+                        line.split_whitespace().count()
                     ),
                 ));
                 continue;
             }
         };
-        let id = if lowercase {
-            id.to_lowercase()
-        } else {
-            id.to_owned()
-        };
+        let id = normalize_identifier(config.mapping.normalize, id);
         if let Some(first) = seen.get(&id) {
             issues.push(Issue::new(
                 KEY,
@@ -391,7 +397,7 @@ pub fn check_mapping_file(config: &Config, text: &str) -> Vec<Issue> {
             ));
             continue;
         }
-        seen.insert(id, n);
+        seen.insert(id.clone(), n);
         let Some((dest_name, destination)) = config.destinations.get_key_value(dest) else {
             issues.push(Issue::new(
                 KEY,
@@ -402,6 +408,7 @@ pub fn check_mapping_file(config: &Config, text: &str) -> Vec<Issue> {
             ));
             continue;
         };
+        table.insert(id, dest_name.clone());
         if !checked.insert(dest_name.as_str()) {
             continue;
         }
@@ -417,5 +424,35 @@ pub fn check_mapping_file(config: &Config, text: &str) -> Vec<Issue> {
             }
         }
     }
-    issues
+    let bytes = shipped_size(&table);
+    if issues.is_empty() && bytes > MAPPING_SHIP_MAX {
+        issues.push(Issue::new(
+            KEY,
+            format!(
+                "the mapping file holds {} rows ({} KiB), more than the {} KiB postern \
+                 ships to its workers; use mapping.source = \"redis\" or \"sql\" for a \
+                 table this large",
+                table.len(),
+                bytes >> 10,
+                MAPPING_SHIP_MAX >> 10
+            ),
+        ));
+    }
+    if issues.is_empty() {
+        Ok(table)
+    } else {
+        Err(issues)
+    }
+}
+
+/// The most a mapping table may take in a worker's `Hello`: its record limit less 2 MiB
+/// for the config and the TLS material.
+const MAPPING_SHIP_MAX: usize = crate::ipc::MAX_RECORD_BYTES - (2 << 20);
+
+/// What `table` weighs on the wire, near enough: the strings plus their length prefixes.
+fn shipped_size(table: &MappingTable) -> usize {
+    table
+        .iter()
+        .map(|(id, dest)| id.len() + dest.len() + 6)
+        .sum()
 }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use rcgen::{CertificateParams, DnType, KeyPair};
 
-use super::check_mapping_file;
 use super::tests::{edit, ok, BASE};
+use super::{check_mapping_file, parse_mapping_file};
 use crate::model::Config;
 use crate::Issue;
 
@@ -402,4 +402,85 @@ fn rule12_mapped_destination_serves_every_listened_protocol() {
         "mapping.file.path",
         "line 1: destination \"web\" has no imap leg, but listener.imap serves imap",
     );
+}
+
+#[test]
+fn mapping_file_parses_into_a_normalized_table() {
+    let config = mapping_config();
+    let text = "# who goes where\n\n  Alice@Example.COM\tnew  \n\t# indented comment\nbob@example.com old # moved back\n\nCAROL@x   new\n";
+    let table = parse_mapping_file(&config, text).unwrap();
+    let rows: Vec<(&str, &str)> = table.iter().collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("alice@example.com", "new"),
+            ("bob@example.com", "old"),
+            ("carol@x", "new"),
+        ]
+    );
+    assert_eq!(table.get("carol@x"), Some("new"));
+    assert_eq!(table.get("CAROL@x"), None, "keys are stored normalized");
+
+    // Without `normalize`, keys are kept as written.
+    let config = ok(&format!(
+        "{BASE}\n[destination.new]\nhost = \"new.example.com\"\n[destination.new.protocol.imap]\nport = 993\ntls = \"implicit\"\n"
+    ));
+    let table =
+        parse_mapping_file(&config, "Alice@Example.COM new\nalice@example.com old\n").unwrap();
+    assert_eq!(table.get("Alice@Example.COM"), Some("new"));
+    assert_eq!(table.get("alice@example.com"), Some("old"));
+}
+
+#[test]
+fn mapping_file_with_any_bad_line_yields_no_table() {
+    let err = parse_mapping_file(&mapping_config(), "a@x new\nb@x nowhere\n").unwrap_err();
+    has(&err, "mapping.file.path", "line 2: destination \"nowhere\"");
+}
+
+#[test]
+fn mapping_file_too_large_to_ship_is_refused() {
+    let mut text = String::new();
+    for i in 0..200_000 {
+        text.push_str(&format!(
+            "user{i:06}@a-rather-long-domain.example.com new\n"
+        ));
+    }
+    let err = parse_mapping_file(&mapping_config(), &text).unwrap_err();
+    has(
+        &err,
+        "mapping.file.path",
+        "use mapping.source = \"redis\" or \"sql\"",
+    );
+    // 100k ordinary rows fit.
+    text.truncate(text.len() / 2);
+    assert_eq!(
+        parse_mapping_file(&mapping_config(), &text).unwrap().len(),
+        100_000
+    );
+}
+
+#[test]
+fn material_carries_the_mapping_table_and_debug_prints_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = base_with_mapping(dir.path()).replace(
+        "source = \"file\"",
+        "source = \"file\"\nnormalize = \"lowercase\"",
+    );
+    std::fs::write(
+        dir.path().join("mappings.tsv"),
+        "# id dest\nAlice@Example.com old\n\nbob@example.com old\n",
+    )
+    .unwrap();
+    let m = crate::material::read(&ok(&text)).unwrap();
+    let table = m.mapping.as_ref().expect("mapping table");
+    assert_eq!(table.len(), 2);
+    assert_eq!(table.get("alice@example.com"), Some("old"));
+    let debug = format!("{m:?}");
+    assert!(debug.contains("MappingTable(2 rows)"), "{debug}");
+    assert!(!debug.contains("alice"), "{debug}");
+
+    // It survives the trip to a worker.
+    let bytes = crate::codec::encode(&m).unwrap();
+    let back: crate::material::Material = crate::codec::decode(&bytes).unwrap();
+    assert_eq!(back, m);
 }

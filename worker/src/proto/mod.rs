@@ -1,4 +1,6 @@
 //! Per-protocol connection handling. Each protocol owns what happens between accept and
 //! the hand-off to [`crate::pipe`].
 
+pub mod grammar;
+pub mod imap;
 pub mod passthrough;

@@ -1,0 +1,685 @@
+//! The sans-IO IMAP pre-authentication machine: bytes in, [`Action`]s out. It never
+//! touches a socket, a clock or randomness; the session drives it and carries out the
+//! actions. See the module doc of [`super`] for the state diagram.
+
+use std::mem;
+use std::sync::Arc;
+
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine as _;
+use postern_config::model::{ImapCapabilities, Listener, TlsMode};
+
+use super::command::{
+    Command, Decoder, ErrorKind, Frame, IdParams, Mechanism, Redacted, SaslResponse, Tag, Tagged,
+};
+use super::reply;
+use crate::proto::grammar::{Limits, MAX_LINE_BYTES, MAX_LITERAL_BYTES};
+
+/// Most bytes held while a login is with the caller (what the client pipelined behind
+/// its auth command). A client that sends more is closed.
+pub const MAX_HELD_BYTES: usize = MAX_LINE_BYTES + MAX_LITERAL_BYTES;
+
+/// SASL LOGIN prompts (draft-murchison-sasl-login): `Username:` and `Password:`.
+const USERNAME_PROMPT: &str = "VXNlcm5hbWU6";
+const PASSWORD_PROMPT: &str = "UGFzc3dvcmQ6";
+
+/// Base64 as clients send it: standard alphabet, padding optional.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// What one listener's IMAP dialogue needs; built once per listener and shared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// `[capabilities.imap] advertise`.
+    pub advertise: Vec<String>,
+    /// `[capabilities.imap] sasl`: the mechanisms advertised and accepted.
+    pub sasl: Vec<String>,
+    pub allow_plain_auth_without_tls: bool,
+    pub banner: String,
+    pub tls: TlsMode,
+    /// Failures before `* BYE` (at least 1).
+    pub max_auth_attempts: u32,
+    pub limits: Limits,
+}
+
+impl Settings {
+    pub fn new(capabilities: &ImapCapabilities, listener: &Listener) -> Settings {
+        Settings {
+            advertise: capabilities.advertise.clone(),
+            sasl: capabilities.auth.sasl.clone(),
+            allow_plain_auth_without_tls: capabilities.auth.allow_plain_auth_without_tls,
+            banner: capabilities.banner.clone(),
+            tls: listener.tls,
+            max_auth_attempts: listener.max_auth_attempts,
+            limits: Limits::PRE_AUTH,
+        }
+    }
+}
+
+/// What the session must do, in order.
+#[derive(Debug)]
+pub enum Action {
+    /// Write these bytes to the client.
+    Reply(Vec<u8>),
+    /// Flush the replies, then run the TLS handshake and call
+    /// [`Machine::on_tls_established`]. The machine has checked that no plaintext
+    /// followed the command.
+    StartTls,
+    /// Authenticate at a backend, then call [`Machine::on_login_result`] (or
+    /// [`Machine::on_rejected`] if the credentials are refused before any backend).
+    Login(LoginRequest),
+    /// The login succeeded: the dialogue is over. Forward the login's `pipelined` bytes,
+    /// then these (received while the login was with the caller), then relay.
+    Splice { leftovers: Redacted<Vec<u8>> },
+    /// Close the connection (after writing the replies before it).
+    Close,
+}
+
+/// A client's credentials, ready for the SASL decoder and the replay.
+#[derive(Debug)]
+pub struct LoginRequest {
+    /// The client's tag; the backend replay uses it and its final reply is relayed as is.
+    pub tag: Tag,
+    /// `Login` for the IMAP `LOGIN` command and for SASL LOGIN.
+    pub mechanism: Mechanism,
+    pub credentials: Credentials,
+    /// True for the IMAP `LOGIN` command, false for `AUTHENTICATE`.
+    pub is_login_command: bool,
+    /// Bytes the client sent after its auth command, in order; they belong to the
+    /// backend if the login succeeds (reference §4.8). On failure the machine keeps
+    /// them and answers them itself.
+    pub pipelined: Redacted<Vec<u8>>,
+}
+
+/// The client's credentials, base64-decoded but otherwise as sent: the payload's
+/// meaning (PLAIN fields, bearer tokens, identifiers) is the SASL decoder's business.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// The client's (first and only) SASL response: PLAIN, OAUTHBEARER, XOAUTH2.
+    Response(Redacted<Vec<u8>>),
+    /// IMAP `LOGIN user password`, or the two answers of SASL LOGIN.
+    UserPassword {
+        user: Redacted<Vec<u8>>,
+        password: Redacted<Vec<u8>>,
+    },
+}
+
+/// How a [`LoginRequest`] ended at the backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The backend accepted. The caller relays the backend's reply itself.
+    Success,
+    /// The backend refused: `reply` (its reply, or the generic one of
+    /// `hide_auth_errors`, [`reply::authentication_failed`]) goes to the client. Counts
+    /// toward `max_auth_attempts` (DESIGN.md).
+    Failure { reply: Vec<u8> },
+    /// No backend could be had: `NO [UNAVAILABLE]`, not counted; the client may retry.
+    Unavailable,
+}
+
+/// Credentials refused by the caller before any backend was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// The SASL decoder refused the payload: missing or empty fields, CR/LF/NUL inside a
+    /// field, not UTF-8. Counted.
+    Malformed,
+    /// The identifier failed the safety check (reference §3.2): `NO [UNAVAILABLE]`,
+    /// then close.
+    UnsafeIdentifier,
+}
+
+enum State {
+    /// Reading commands.
+    NotAuthenticated,
+    /// Inside `AUTHENTICATE`: a continuation was sent, the client's line is awaited.
+    ExpectSaslResponse(ExpectSaslResponse),
+    /// `OK Begin TLS negotiation now.` was sent; the handshake is the caller's.
+    AwaitingTls,
+    /// A [`LoginRequest`] is with the caller.
+    AwaitingOutcome(AwaitingOutcome),
+    /// The login succeeded; the caller relays from now on.
+    Authenticated,
+    Closed,
+}
+
+struct ExpectSaslResponse {
+    tag: Tag,
+    mechanism: Mechanism,
+    step: SaslStep,
+}
+
+enum SaslStep {
+    /// The single response of PLAIN, OAUTHBEARER, XOAUTH2.
+    Response,
+    /// SASL LOGIN, after `Username:`.
+    LoginUsername,
+    /// SASL LOGIN, after `Password:`.
+    LoginPassword { user: Redacted<Vec<u8>> },
+}
+
+struct AwaitingOutcome {
+    tag: Tag,
+    /// How many bytes at the front of `Machine::input` went out as `pipelined`.
+    pipelined: usize,
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            State::NotAuthenticated => "not_authenticated",
+            State::ExpectSaslResponse(_) => "sasl_exchange",
+            State::AwaitingTls => "awaiting_tls",
+            State::AwaitingOutcome(_) => "awaiting_outcome",
+            State::Authenticated => "authenticated",
+            State::Closed => "closed",
+        }
+    }
+}
+
+/// One client connection's dialogue up to authentication.
+pub struct Machine {
+    settings: Arc<Settings>,
+    state: State,
+    decoder: Decoder,
+    /// Bytes received and not yet framed (or held while a login is out).
+    input: Vec<u8>,
+    tls: bool,
+    capabilities: String,
+    failures: u32,
+    client_id: Option<IdParams>,
+}
+
+impl Machine {
+    /// A new connection. On an implicit-TLS listener the handshake is already done.
+    pub fn new(settings: Arc<Settings>) -> Machine {
+        let mut machine = Machine {
+            decoder: Decoder::new(settings.limits),
+            tls: settings.tls == TlsMode::Implicit,
+            settings,
+            state: State::NotAuthenticated,
+            input: Vec::new(),
+            capabilities: String::new(),
+            failures: 0,
+            client_id: None,
+        };
+        machine.capabilities = machine.compute_capabilities();
+        machine
+    }
+
+    /// `* OK [CAPABILITY ...] <banner>`.
+    pub fn greeting(&self) -> Vec<u8> {
+        reply::greeting(&self.capabilities, &self.settings.banner)
+    }
+
+    /// The current capability list.
+    pub fn capabilities(&self) -> &str {
+        &self.capabilities
+    }
+
+    /// True once the client leg is encrypted.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// Failures counted toward `max_auth_attempts` so far.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// The client's last `ID` parameters, if it sent any.
+    pub fn client_id(&self) -> Option<&[(String, Option<String>)]> {
+        self.client_id.as_deref()
+    }
+
+    /// The state's name, for logs.
+    pub fn state_name(&self) -> &'static str {
+        self.state.name()
+    }
+
+    /// Client bytes held: unframed input, or what was pipelined behind a login.
+    pub fn buffered_bytes(&self) -> usize {
+        self.input.len()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// Bytes from the client, split anywhere.
+    pub fn on_bytes(&mut self, bytes: &[u8]) -> Vec<Action> {
+        let mut out = Vec::new();
+        match self.state {
+            State::NotAuthenticated | State::ExpectSaslResponse(_) => {
+                self.input.extend_from_slice(bytes);
+                self.process(&mut out);
+            }
+            State::AwaitingOutcome(_) => {
+                self.input.extend_from_slice(bytes);
+                if self.input.len() > MAX_HELD_BYTES {
+                    tracing::debug!(held = self.input.len(), "too much data during login");
+                    self.close(&mut out);
+                }
+            }
+            State::AwaitingTls if !bytes.is_empty() => {
+                // RFC 9051 §6.2.1: nothing may follow STARTTLS before the handshake.
+                tracing::debug!("plaintext received after STARTTLS");
+                self.close(&mut out);
+            }
+            State::AwaitingTls | State::Authenticated | State::Closed => {}
+        }
+        out
+    }
+
+    /// The TLS handshake after STARTTLS completed: the parser starts afresh and the
+    /// capabilities are recomputed. IMAP sends no new greeting (RFC 9051 §6.2.1).
+    pub fn on_tls_established(&mut self) -> Vec<Action> {
+        if !matches!(self.state, State::AwaitingTls) {
+            tracing::error!(
+                state = self.state.name(),
+                "tls established outside starttls"
+            );
+            return Vec::new();
+        }
+        self.tls = true;
+        self.capabilities = self.compute_capabilities();
+        self.decoder.reset();
+        self.input.clear();
+        self.state = State::NotAuthenticated;
+        Vec::new()
+    }
+
+    /// How the [`Action::Login`] ended.
+    pub fn on_login_result(&mut self, outcome: Outcome) -> Vec<Action> {
+        let mut out = Vec::new();
+        let Some(awaiting) = self.take_awaiting() else {
+            return out;
+        };
+        match outcome {
+            Outcome::Success => {
+                let leftovers = self
+                    .input
+                    .get(awaiting.pipelined..)
+                    .unwrap_or_default()
+                    .to_vec();
+                self.input = Vec::new();
+                self.state = State::Authenticated;
+                out.push(Action::Splice {
+                    leftovers: Redacted::new(leftovers),
+                });
+            }
+            Outcome::Failure { reply } => {
+                out.push(Action::Reply(reply));
+                self.count_failure(&mut out);
+                self.process(&mut out);
+            }
+            Outcome::Unavailable => {
+                out.push(Action::Reply(reply::unavailable(&awaiting.tag)));
+                self.process(&mut out);
+            }
+        }
+        out
+    }
+
+    /// The caller refused the credentials of the [`Action::Login`] itself.
+    pub fn on_rejected(&mut self, rejection: Rejection) -> Vec<Action> {
+        let mut out = Vec::new();
+        let Some(awaiting) = self.take_awaiting() else {
+            return out;
+        };
+        match rejection {
+            Rejection::Malformed => {
+                out.push(Action::Reply(reply::malformed_credentials(&awaiting.tag)));
+                self.count_failure(&mut out);
+                self.process(&mut out);
+            }
+            Rejection::UnsafeIdentifier => {
+                out.push(Action::Reply(reply::unavailable(&awaiting.tag)));
+                self.close(&mut out);
+            }
+        }
+        out
+    }
+
+    /// Leaves `AwaitingOutcome` for `NotAuthenticated`. A result without a pending
+    /// login is a caller bug, logged and ignored.
+    fn take_awaiting(&mut self) -> Option<AwaitingOutcome> {
+        match mem::replace(&mut self.state, State::NotAuthenticated) {
+            State::AwaitingOutcome(awaiting) => Some(awaiting),
+            other => {
+                tracing::error!(state = other.name(), "login result without a pending login");
+                self.state = other;
+                None
+            }
+        }
+    }
+
+    fn cleartext_allowed(&self) -> bool {
+        self.settings.allow_plain_auth_without_tls || self.tls
+    }
+
+    fn offers_starttls(&self) -> bool {
+        self.settings.tls == TlsMode::Starttls && !self.tls
+    }
+
+    fn compute_capabilities(&self) -> String {
+        reply::capabilities(
+            &self.settings.advertise,
+            &self.settings.sasl,
+            self.cleartext_allowed(),
+            self.offers_starttls(),
+        )
+    }
+
+    fn is_listed(&self, mechanism: Mechanism) -> bool {
+        self.settings
+            .sasl
+            .iter()
+            .any(|m| m.eq_ignore_ascii_case(mechanism.name()))
+    }
+
+    fn close(&mut self, out: &mut Vec<Action>) {
+        self.state = State::Closed;
+        self.input = Vec::new();
+        out.push(Action::Close);
+    }
+
+    /// A failure that counts toward `max_auth_attempts`; at the limit, `* BYE` and close.
+    fn count_failure(&mut self, out: &mut Vec<Action>) {
+        self.failures = self.failures.saturating_add(1);
+        if self.failures >= self.settings.max_auth_attempts {
+            tracing::debug!(failures = self.failures, "too many authentication failures");
+            out.push(Action::Reply(reply::too_many_failures()));
+            self.close(out);
+        }
+    }
+
+    /// Frames and answers buffered input until more is needed or the state stops
+    /// reading (a login is out, STARTTLS, closed).
+    fn process(&mut self, out: &mut Vec<Action>) {
+        let buf = mem::take(&mut self.input);
+        let mut pos = 0;
+        loop {
+            let mut input = &buf[pos..];
+            match self.state {
+                State::NotAuthenticated => {
+                    let decoded = self.decoder.decode(&mut input);
+                    pos = buf.len() - input.len();
+                    match decoded {
+                        Ok(None) => break,
+                        Ok(Some(Frame::Command(command))) => {
+                            self.on_command(command, &buf[pos..], out)
+                        }
+                        Ok(Some(Frame::NeedContinuation { tag, verb, size })) => {
+                            self.on_literal(tag, &verb, size, out)
+                        }
+                        Err(e) => {
+                            out.push(Action::Reply(reply::parse_error(e.tag.as_ref(), e.kind)));
+                            self.count_failure(out);
+                        }
+                    }
+                }
+                State::ExpectSaslResponse(_) => {
+                    let decoded = self.decoder.decode_response(&mut input);
+                    pos = buf.len() - input.len();
+                    match decoded {
+                        Ok(None) => break,
+                        Ok(Some(response)) => self.on_sasl_response(response, &buf[pos..], out),
+                        Err(e) => self.on_sasl_error(e.kind, out),
+                    }
+                }
+                State::AwaitingTls
+                | State::AwaitingOutcome(_)
+                | State::Authenticated
+                | State::Closed => break,
+            }
+        }
+        if !self.is_closed() {
+            self.input = buf;
+            self.input.drain(..pos);
+        }
+    }
+
+    fn on_command(&mut self, tagged: Tagged, rest: &[u8], out: &mut Vec<Action>) {
+        let Tagged { tag, command } = tagged;
+        tracing::debug!(command = command.name(), "command");
+        match command {
+            Command::Capability => {
+                out.push(Action::Reply(reply::capability(&tag, &self.capabilities)))
+            }
+            Command::Noop => out.push(Action::Reply(reply::noop(&tag))),
+            Command::Id(params) => {
+                self.client_id = params;
+                out.push(Action::Reply(reply::id(&tag)));
+            }
+            Command::Logout => {
+                out.push(Action::Reply(reply::logout(&tag)));
+                self.close(out);
+            }
+            Command::StartTls if !self.offers_starttls() => {
+                self.not_allowed("STARTTLS");
+                out.push(Action::Reply(reply::starttls_unavailable(&tag)));
+            }
+            Command::StartTls if !rest.is_empty() => {
+                // Plaintext pipelined behind STARTTLS could be taken for protected
+                // input after the upgrade (STYLE §3): refuse and close.
+                tracing::debug!("data pipelined after starttls");
+                out.push(Action::Reply(reply::starttls_pipelined(&tag)));
+                self.close(out);
+            }
+            Command::StartTls => {
+                out.push(Action::Reply(reply::starttls(&tag)));
+                out.push(Action::StartTls);
+                self.state = State::AwaitingTls;
+            }
+            Command::Login { .. } if !self.cleartext_allowed() => {
+                // RFC 9051 §6.2.3 (LOGINDISABLED); not counted (reference §5).
+                out.push(Action::Reply(reply::privacy_required(&tag)));
+            }
+            Command::Login { user, password } => {
+                let credentials = Credentials::UserPassword { user, password };
+                self.login(tag, Mechanism::Login, credentials, true, rest, out);
+            }
+            Command::Authenticate {
+                mechanism,
+                initial_response,
+            } => self.on_authenticate(tag, &mechanism, initial_response, rest, out),
+            Command::Unknown(name) => {
+                self.not_allowed(&name);
+                out.push(Action::Reply(reply::not_allowed(&tag)));
+            }
+        }
+    }
+
+    fn not_allowed(&self, command: &str) {
+        tracing::debug!(command, state = self.state.name(), "command not allowed");
+    }
+
+    /// A synchronising literal was announced: go ahead only for the commands that take
+    /// strings here, so no client sends a password that would be refused anyway.
+    fn on_literal(&mut self, tag: Option<Tag>, verb: &str, size: u32, out: &mut Vec<Action>) {
+        let Some(tag) = tag else {
+            self.decoder.reject_literal();
+            out.push(Action::Reply(reply::parse_error(
+                None,
+                ErrorKind::InvalidTag,
+            )));
+            self.count_failure(out);
+            return;
+        };
+        match verb {
+            "LOGIN" if !self.cleartext_allowed() => {
+                self.decoder.reject_literal();
+                out.push(Action::Reply(reply::privacy_required(&tag)));
+            }
+            "LOGIN" | "ID" => out.push(Action::Reply(reply::literal_ready(size))),
+            "" | "CAPABILITY" | "NOOP" | "LOGOUT" | "STARTTLS" | "AUTHENTICATE" => {
+                self.decoder.reject_literal();
+                let kind = if verb.is_empty() {
+                    ErrorKind::MissingCommand
+                } else {
+                    ErrorKind::InvalidArgument
+                };
+                out.push(Action::Reply(reply::parse_error(Some(&tag), kind)));
+                self.count_failure(out);
+            }
+            other => {
+                self.decoder.reject_literal();
+                self.not_allowed(other);
+                out.push(Action::Reply(reply::not_allowed(&tag)));
+            }
+        }
+    }
+
+    fn on_authenticate(
+        &mut self,
+        tag: Tag,
+        name: &str,
+        initial_response: Option<Redacted<Vec<u8>>>,
+        rest: &[u8],
+        out: &mut Vec<Action>,
+    ) {
+        let Some(mechanism) = Mechanism::from_name(name).filter(|&m| self.is_listed(m)) else {
+            tracing::debug!(mechanism = name, "mechanism not offered");
+            out.push(Action::Reply(reply::mechanism_unsupported(&tag, name)));
+            self.count_failure(out);
+            return;
+        };
+        if mechanism.is_cleartext() && !self.cleartext_allowed() {
+            out.push(Action::Reply(reply::privacy_required(&tag)));
+            return;
+        }
+        let Some(initial_response) = initial_response else {
+            let (prompt, step) = match mechanism {
+                Mechanism::Login => (reply::challenge(USERNAME_PROMPT), SaslStep::LoginUsername),
+                _ => (reply::continuation(), SaslStep::Response),
+            };
+            out.push(Action::Reply(prompt));
+            self.state = State::ExpectSaslResponse(ExpectSaslResponse {
+                tag,
+                mechanism,
+                step,
+            });
+            return;
+        };
+        // RFC 4959: SASL-IR, `=` for an empty response.
+        let Some(response) = decode_base64(initial_response.expose()) else {
+            out.push(Action::Reply(reply::invalid_base64(&tag)));
+            self.count_failure(out);
+            return;
+        };
+        if mechanism == Mechanism::Login {
+            // SASL LOGIN's initial response is the user name.
+            out.push(Action::Reply(reply::challenge(PASSWORD_PROMPT)));
+            self.state = State::ExpectSaslResponse(ExpectSaslResponse {
+                tag,
+                mechanism,
+                step: SaslStep::LoginPassword {
+                    user: Redacted::new(response),
+                },
+            });
+            return;
+        }
+        let credentials = Credentials::Response(Redacted::new(response));
+        self.login(tag, mechanism, credentials, false, rest, out);
+    }
+
+    fn on_sasl_response(&mut self, response: SaslResponse, rest: &[u8], out: &mut Vec<Action>) {
+        let State::ExpectSaslResponse(expect) =
+            mem::replace(&mut self.state, State::NotAuthenticated)
+        else {
+            return;
+        };
+        let ExpectSaslResponse {
+            tag,
+            mechanism,
+            step,
+        } = expect;
+        let text = match response {
+            SaslResponse::Abort => {
+                // RFC 9051 §6.2.2: a tagged BAD; a cancel is not a failed attempt.
+                out.push(Action::Reply(reply::authentication_cancelled(&tag)));
+                return;
+            }
+            SaslResponse::Data(text) => text,
+        };
+        let Some(data) = decode_base64(text.expose()) else {
+            out.push(Action::Reply(reply::invalid_base64(&tag)));
+            self.count_failure(out);
+            return;
+        };
+        let data = Redacted::new(data);
+        match step {
+            SaslStep::Response => self.login(
+                tag,
+                mechanism,
+                Credentials::Response(data),
+                false,
+                rest,
+                out,
+            ),
+            SaslStep::LoginUsername => {
+                out.push(Action::Reply(reply::challenge(PASSWORD_PROMPT)));
+                self.state = State::ExpectSaslResponse(ExpectSaslResponse {
+                    tag,
+                    mechanism,
+                    step: SaslStep::LoginPassword { user: data },
+                });
+            }
+            SaslStep::LoginPassword { user } => {
+                let credentials = Credentials::UserPassword {
+                    user,
+                    password: data,
+                };
+                self.login(tag, mechanism, credentials, false, rest, out);
+            }
+        }
+    }
+
+    fn on_sasl_error(&mut self, kind: ErrorKind, out: &mut Vec<Action>) {
+        if let State::ExpectSaslResponse(expect) =
+            mem::replace(&mut self.state, State::NotAuthenticated)
+        {
+            out.push(Action::Reply(reply::parse_error(Some(&expect.tag), kind)));
+            self.count_failure(out);
+        }
+    }
+
+    /// Hands the credentials to the caller; `rest` is what the client pipelined.
+    fn login(
+        &mut self,
+        tag: Tag,
+        mechanism: Mechanism,
+        credentials: Credentials,
+        is_login_command: bool,
+        rest: &[u8],
+        out: &mut Vec<Action>,
+    ) {
+        tracing::debug!(
+            mechanism = mechanism.name(),
+            pipelined = rest.len(),
+            "login"
+        );
+        self.state = State::AwaitingOutcome(AwaitingOutcome {
+            tag: tag.clone(),
+            pipelined: rest.len(),
+        });
+        out.push(Action::Login(LoginRequest {
+            tag,
+            mechanism,
+            credentials,
+            is_login_command,
+            pipelined: Redacted::new(rest.to_vec()),
+        }));
+    }
+}
+
+/// Lenient base64 (padding optional); a lone `=` is the empty response (RFC 4959).
+fn decode_base64(text: &[u8]) -> Option<Vec<u8>> {
+    if text == b"=" {
+        return Some(Vec::new());
+    }
+    BASE64.decode(text).ok()
+}
