@@ -26,6 +26,8 @@ PACKAGES=(
     systemd
     # building postern (the C parts of ring; cargo's git)
     gcc libc6-dev make pkg-config git
+    # packaging tests: lint the .deb, read the .rpm, strip the binary for it
+    lintian rpm binutils
 )
 ACCOUNTS=(postern-test postern-mail)
 # rust-version in Cargo.toml

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # The one test command: installs what the tests need (when root), then runs every test
-# in the workspace with `cargo test`, and prints a summary.
+# in the workspace with `cargo test`, then the packaging tests
+# (packaging/test-packages.sh: build the .deb and .rpm, install, run, purge), and prints
+# a summary.
 #
 #   sudo scripts/test.sh            # everything, including the tests that need root
 #   scripts/test.sh                 # as a user: root-only tests print "skipped: ..."
-#   scripts/test.sh -- proxy_protocol   # extra arguments go to `cargo test`
+#   scripts/test.sh -- proxy_protocol   # extra arguments go to `cargo test` (and leave
+#                                       # the packaging tests out)
 #
 # Environment: CARGO_TARGET_DIR (default: target/), POSTERN_LOG (log filter for the
-# postern processes the tests start), POSTERN_TEST_JOBS (test threads per binary).
+# postern processes the tests start), POSTERN_TEST_JOBS (test threads per binary),
+# POSTERN_TEST_PACKAGES (1: run the packaging tests even with extra arguments; 0: never).
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
@@ -49,6 +53,21 @@ trap 'rm -f "$log"' EXIT
 start=$(date +%s)
 cargo test --workspace --no-fail-fast "${locked[@]}" "${extra[@]}" -- "${test_args[@]}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+
+run_packages=1
+if ((${#extra[@]})) && [[ "${POSTERN_TEST_PACKAGES:-}" != 1 ]]; then
+    run_packages=0
+fi
+[[ "${POSTERN_TEST_PACKAGES:-}" == 0 ]] && run_packages=0
+pkg_status=0
+if ((run_packages)); then
+    echo
+    say "packaging tests: packaging/test-packages.sh"
+    packaging/test-packages.sh 2>&1 | tee -a "$log"
+    pkg_status=${PIPESTATUS[0]}
+else
+    say "packaging tests: not run (arguments were given; POSTERN_TEST_PACKAGES=1 runs them)"
+fi
 took=$(($(date +%s) - start))
 
 # Summary from cargo's own "test result:" lines, plus the tests that skipped.
@@ -60,6 +79,9 @@ skipped=$(grep -c '^skipped: ' "$log" || true)
 
 echo
 say "summary: $passed passed, $failed failed, $ignored ignored; $skipped skipped (printed 'skipped:'), ${took}s"
+if grep -q '^packaging: [0-9]* passed' "$log"; then
+    say "$(grep '^packaging: [0-9]* passed' "$log" | tail -n1)"
+fi
 if ((skipped > 0)); then
     grep '^skipped: ' "$log" | sort | uniq -c | sed 's/^/    /'
 fi
@@ -68,9 +90,14 @@ if grep -q '^failures:' "$log"; then
     # cargo lists them, indented, right under a "failures:" line.
     awk '/^failures:$/ { f = 1; next } f && /^    [^ ]+$/ { print "  " $1 } /^$/ { f = 0 }' "$log" | sort -u
 fi
-if ((status == 0)); then
+if grep -q '^FAIL: packaging: ' "$log"; then
+    say "failed packaging checks:"
+    grep '^FAIL: packaging: ' "$log" | sed 's/^/  /'
+fi
+if ((status == 0 && pkg_status == 0)); then
     say "OK"
 else
-    say "FAILED (cargo test exit $status)"
+    say "FAILED (cargo test exit $status, packaging tests exit $pkg_status)"
+    ((status == 0)) && status=$pkg_status
 fi
 exit "$status"

@@ -37,6 +37,13 @@ pub enum Cmd {
         #[command(subcommand)]
         command: SupervisorCmd,
     },
+    /// Internal: write the manual pages postern.8 and postern.toml.5 (used by packaging).
+    #[command(hide = true)]
+    Man {
+        /// Directory to write them into.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Internal: a worker process, started by the supervisor.
     #[command(hide = true)]
     Worker {

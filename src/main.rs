@@ -2,6 +2,7 @@
 #![deny(unsafe_code)]
 
 mod cli;
+mod man;
 mod status;
 
 use std::process::ExitCode;
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
             command: SupervisorCmd::Status(args),
         } => status::status(&args),
         Cmd::Reload(args) => status::reload(&args),
+        Cmd::Man { out } => man::write_pages(&out),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
