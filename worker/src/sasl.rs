@@ -41,6 +41,11 @@ impl Mechanism {
     }
 
     /// The mechanism called `name`, case-insensitively.
+    /// True when the mechanism sends a password in the clear (RFC 9051 §11.1).
+    pub fn is_cleartext(self) -> bool {
+        matches!(self, Mechanism::Plain | Mechanism::Login)
+    }
+
     pub fn from_name(name: &str) -> Option<Mechanism> {
         [
             Mechanism::Plain,

@@ -77,44 +77,7 @@ impl fmt::Display for Tag {
     }
 }
 
-/// The SASL mechanisms postern accepts (same names and variants as `sasl::Mechanism`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Mechanism {
-    Plain,
-    /// SASL `LOGIN`; also what the IMAP `LOGIN` command is recorded as.
-    Login,
-    OAuthBearer,
-    XOAuth2,
-}
-
-impl Mechanism {
-    /// The IANA name, as on the wire.
-    pub fn name(self) -> &'static str {
-        match self {
-            Mechanism::Plain => "PLAIN",
-            Mechanism::Login => "LOGIN",
-            Mechanism::OAuthBearer => "OAUTHBEARER",
-            Mechanism::XOAuth2 => "XOAUTH2",
-        }
-    }
-
-    /// The mechanism called `name`, case-insensitively.
-    pub fn from_name(name: &str) -> Option<Mechanism> {
-        [
-            Mechanism::Plain,
-            Mechanism::Login,
-            Mechanism::OAuthBearer,
-            Mechanism::XOAuth2,
-        ]
-        .into_iter()
-        .find(|m| m.name().eq_ignore_ascii_case(name))
-    }
-
-    /// True when the mechanism sends a password in the clear (RFC 9051 §11.1).
-    pub fn is_cleartext(self) -> bool {
-        matches!(self, Mechanism::Plain | Mechanism::Login)
-    }
-}
+pub use crate::sasl::Mechanism;
 
 /// RFC 2971 ID parameters: field/value pairs, a value may be NIL.
 pub type IdParams = Vec<(String, Option<String>)>;
