@@ -314,41 +314,35 @@ pub fn decode_plain(payload: &[u8]) -> Result<Credentials, SaslError> {
         return Err(malformed(M, "expected authzid NUL authcid NUL password"));
     };
     let authzid = text(M, Field::Authzid, authzid)?;
-    let authcid = text(M, Field::Username, authcid)?;
-    clean(M, Field::Password, password)?;
-    if authcid.is_empty() {
-        return Err(malformed(M, "empty username"));
-    }
-    if password.is_empty() {
-        return Err(malformed(M, "empty password"));
-    }
-    Ok(Credentials {
-        mechanism: M,
-        kind: Kind::Password {
-            authzid: authzid.to_owned(),
-            authcid: authcid.to_owned(),
-            password: Secret(password.to_vec()),
-        },
-    })
+    password_credentials(M, authzid.to_owned(), authcid, password)
 }
 
 /// A username and a password given separately: the two steps of SASL LOGIN, IMAP
 /// `LOGIN u p`, POP3 `USER u` + `PASS p`. Replayed as PLAIN `NUL u NUL p`.
 pub fn decode_login(username: &[u8], password: &[u8]) -> Result<Credentials, SaslError> {
-    const M: Mechanism = Mechanism::Login;
-    let username = text(M, Field::Username, username)?;
-    clean(M, Field::Password, password)?;
-    if username.is_empty() {
-        return Err(malformed(M, "empty username"));
+    password_credentials(Mechanism::Login, String::new(), username, password)
+}
+
+/// Password credentials, checked: a clean, non-empty username and password.
+fn password_credentials(
+    m: Mechanism,
+    authzid: String,
+    username: &[u8],
+    password: &[u8],
+) -> Result<Credentials, SaslError> {
+    let authcid = text(m, Field::Username, username)?;
+    clean(m, Field::Password, password)?;
+    if authcid.is_empty() {
+        return Err(malformed(m, "empty username"));
     }
     if password.is_empty() {
-        return Err(malformed(M, "empty password"));
+        return Err(malformed(m, "empty password"));
     }
     Ok(Credentials {
-        mechanism: M,
+        mechanism: m,
         kind: Kind::Password {
-            authzid: String::new(),
-            authcid: username.to_owned(),
+            authzid,
+            authcid: authcid.to_owned(),
             password: Secret(password.to_vec()),
         },
     })
