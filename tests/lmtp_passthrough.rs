@@ -34,12 +34,7 @@ fn lmtp_delivery_through_postern_lands_byte_identical_in_dovecot() {
     let Some(dovecot) = Dovecot::start(name, opts) else {
         return;
     };
-    let dir = support::shared_tempdir();
-    let config = TestConfig::new(dir.path())
-        .listener("lmtp", LMTP_LISTENER)
-        .passthrough_destination("dovecot", dovecot.lmtp.port(), false)
-        .render();
-    let proxy = Proxy::start(config, &dir);
+    let (dir, proxy) = start_lmtp("dovecot", dovecot.lmtp.port());
     let addr = proxy.addr("lmtp");
 
     // Two deliveries over separate sessions, to two mailboxes, by Python's smtplib.LMTP.
@@ -80,12 +75,7 @@ fn lmtp_dialogue_is_relayed_unchanged_to_a_recording_backend() {
         .send(b"221 bye\r\n")
         .close()
         .start();
-    let dir = support::shared_tempdir();
-    let config = TestConfig::new(dir.path())
-        .listener("lmtp", LMTP_LISTENER)
-        .passthrough_destination("backend", backend.port(), false)
-        .render();
-    let proxy = Proxy::start(config, &dir);
+    let (_dir, proxy) = start_lmtp("backend", backend.port());
 
     let mut c = LineClient::connect(proxy.addr("lmtp"));
     assert_eq!(c.read_line(), "220 backend.test LMTP ready");
@@ -149,12 +139,7 @@ fn relay_is_byte_exact_when_the_backend_half_closes_first() {
         .shutdown_write()
         .read_to_eof()
         .start();
-    let dir = support::shared_tempdir();
-    let config = TestConfig::new(dir.path())
-        .listener("lmtp", LMTP_LISTENER)
-        .passthrough_destination("backend", backend.port(), false)
-        .render();
-    let proxy = Proxy::start(config, &dir);
+    let (_dir, proxy) = start_lmtp("backend", backend.port());
 
     let mut s = client::connect(proxy.addr("lmtp"));
     // EOF from the backend must reach us while our direction stays open.
@@ -177,4 +162,16 @@ fn relay_is_byte_exact_when_the_backend_half_closes_first() {
     assert!(rec.saw_eof, "backend never saw our half-close");
     assert_eq!(rec.received.len(), upload.len(), "upload length");
     assert!(rec.received == upload, "upload bytes differ");
+}
+
+/// postern with one plain LMTP pass-through listener in front of `port` (destination
+/// `name`); the directory holds its config and log for the test's life.
+fn start_lmtp(name: &str, port: u16) -> (tempfile::TempDir, Proxy) {
+    let dir = support::shared_tempdir();
+    let config = TestConfig::new(dir.path())
+        .listener("lmtp", LMTP_LISTENER)
+        .passthrough_destination(name, port, false)
+        .render();
+    let proxy = Proxy::start(config, &dir);
+    (dir, proxy)
 }
