@@ -55,6 +55,32 @@ pub struct Relayed {
     pub end: End,
 }
 
+impl Relayed {
+    /// The session's one `session closed` line (and a debug line on how the relay
+    /// ended). `user` is the routing identifier of an authenticated session.
+    pub fn log_closed(&self, destination: &str, user: Option<&str>, started: Instant, idle: Duration) {
+        match &self.end {
+            End::Closed => {}
+            End::Idle => tracing::debug!(idle_secs = idle.as_secs(), "relay idle limit reached"),
+            End::Error { side, error } => match side {
+                Side::Upstream => {
+                    tracing::debug!(side = %side, %error, "relay ended by backend error")
+                }
+                _ => tracing::debug!(side = %side, %error, "relay ended by client error"),
+            },
+        }
+        let secs = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+        tracing::info!(
+            destination,
+            user,
+            bytes_to_backend = self.to_backend,
+            bytes_to_client = self.to_client,
+            secs,
+            "session closed"
+        );
+    }
+}
+
 /// One direction of the copy.
 struct Direction {
     /// Bytes read but not yet accepted by the writer.

@@ -16,7 +16,8 @@ use postern_config::model::{Config, Listener, Protocol, TlsMode};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
-use crate::proto::passthrough;
+use crate::proto::{imap, passthrough};
+use crate::route::{RouteError, Router};
 use crate::tls::{self, TlsSetupError};
 use crate::upstream::Upstreams;
 
@@ -36,6 +37,9 @@ pub enum SetupError {
     /// Inbound or backend TLS cannot be set up.
     #[error(transparent)]
     Tls(#[from] TlsSetupError),
+    /// The mapping store of an interactive listener cannot be set up.
+    #[error(transparent)]
+    Route(#[from] RouteError),
 }
 
 /// Shared, immutable state of one worker process.
@@ -44,6 +48,10 @@ pub struct Services {
     listener: Listener,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     upstreams: Upstreams,
+    /// Routes logins; interactive listeners (IMAP, POP3, ManageSieve, submission) only.
+    router: Option<Router>,
+    /// The IMAP dialogue's settings, on IMAP listeners.
+    imap: Option<Arc<imap::Settings>>,
     next_conn: AtomicU64,
 }
 
@@ -78,11 +86,21 @@ impl Services {
             &hello.resolved,
             &hello.own_addrs,
         )?;
+        let router = match listener.protocol {
+            Protocol::Imap | Protocol::Pop3 | Protocol::ManageSieve | Protocol::Submission => {
+                Some(Router::from_hello(hello)?)
+            }
+            Protocol::Smtp | Protocol::Lmtp | Protocol::Http => None,
+        };
+        let imap = (listener.protocol == Protocol::Imap)
+            .then(|| Arc::new(imap::Settings::new(&config.capabilities.imap, &listener)));
         Ok(Services {
             config,
             listener,
             acceptor,
             upstreams,
+            router,
+            imap,
             next_conn: AtomicU64::new(1),
         })
     }
@@ -103,6 +121,11 @@ impl Services {
 
     pub fn upstreams(&self) -> &Upstreams {
         &self.upstreams
+    }
+
+    /// The login router; `None` on pass-through listeners.
+    pub fn router(&self) -> Option<&Router> {
+        self.router.as_ref()
     }
 }
 
@@ -126,8 +149,14 @@ pub async fn serve(svc: Arc<Services>, stream: TcpStream, peer: SocketAddr, loca
         }
         match protocol {
             Protocol::Smtp | Protocol::Lmtp => passthrough::serve(&svc, stream, peer, local).await,
-            Protocol::Imap
-            | Protocol::Pop3
+            Protocol::Imap => match &svc.imap {
+                Some(settings) => {
+                    let settings = Arc::clone(settings);
+                    imap::session::serve(&svc, settings, stream, peer, local, id).await
+                }
+                None => tracing::error!("imap listener without imap settings"),
+            },
+            Protocol::Pop3
             | Protocol::ManageSieve
             | Protocol::Submission
             | Protocol::Http => {

@@ -219,9 +219,10 @@ async fn required_proxy_from_untrusted_peer_is_closed() {
 }
 
 #[tokio::test]
-async fn other_protocols_are_closed() {
+async fn protocols_not_implemented_yet_are_closed() {
     let mut hello = hello_for(Protocol::Smtp, TlsMode::Plain, 1, Forwarding::None);
-    hello.config.listeners[0].protocol = Protocol::Imap;
+    hello.config.listeners[0].protocol = Protocol::Pop3;
+    hello.material.mapping = Some(postern_config::material::MappingTable::new());
     let proxy = start_proxy(Services::new(&hello).expect("services")).await;
     let mut client = TcpStream::connect(proxy).await.expect("connect");
     let mut got = Vec::new();
@@ -245,6 +246,12 @@ fn setup_errors() {
     assert!(matches!(
         Services::new(&no_cert),
         Err(SetupError::NoCertificate { .. })
+    ));
+    let mut no_table = hello.clone();
+    no_table.config.listeners[0].protocol = Protocol::Imap;
+    assert!(matches!(
+        Services::new(&no_table),
+        Err(SetupError::Route(RouteError::NoTable))
     ));
     let svc = Services::new(&hello).expect("services");
     assert_eq!(svc.listener().name, "in");

@@ -3,31 +3,34 @@
 //!
 //! One dial is up to `1 + backend_connect_retries` attempts, 200 ms apart. Each attempt is
 //! bounded as a whole by `backend_timeout` and covers: TCP connect (each address in turn),
-//! the PROXY header, and the TLS handshake of an `implicit` leg. A `starttls` leg is
-//! returned plain: the protocol that owns the dialogue does the upgrade (pass-through
-//! does none, so a client's STARTTLS travels end to end).
+//! the PROXY header, the TLS handshake of an `implicit` leg, and the protocol's own
+//! establishment step ([`Upstreams::dial_with`]: greeting, STARTTLS, capabilities,
+//! client-identity forwarding). Only establishment counts for the circuit breaker; the
+//! auth replay that follows does not. A `starttls` leg is handed to that step plain,
+//! with the [`Upgrade`] that secures it (pass-through does no step, so a client's
+//! STARTTLS travels end to end).
 //!
 //! Addresses come from the supervisor (`Hello::resolved`) or from an IP-literal `host`;
 //! this module does no DNS and opens no file. It must not log payload bytes.
 
 use postern_config::ErrorChain;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use postern_config::material::Material;
-use postern_config::model::{Config, Destination, Forwarding, Protocol, TlsMode};
+use postern_config::model::{Config, Destination, Forwarding, Leg, Protocol, TlsMode};
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::health::Health;
 use crate::side::Side;
+use crate::stream::MaybeTls;
 use crate::tls::{self, TlsSetupError};
 
 /// Pause between two attempts of one dial.
@@ -68,6 +71,23 @@ pub enum DialError {
     NoTlsConfig { destination: String },
     #[error("backend attempt timed out after {timeout:?}")]
     Timeout { timeout: Duration },
+    /// The backend connection failed or closed during the protocol's establishment.
+    #[error("backend {addr} failed during {stage}")]
+    Establish {
+        addr: SocketAddr,
+        stage: &'static str,
+        source: io::Error,
+    },
+    /// The backend answered the establishment dialogue with something unusable (a `BYE`
+    /// greeting, STARTTLS not offered or refused, forwarding rejected).
+    #[error("backend {addr} refused {stage}: {reply}")]
+    Refused {
+        addr: SocketAddr,
+        stage: &'static str,
+        /// The backend's line, printable and shortened; never a credential (nothing
+        /// secret has been sent yet).
+        reply: String,
+    },
 }
 
 impl DialError {
@@ -79,7 +99,9 @@ impl DialError {
             | DialError::Connect { .. }
             | DialError::ProxyHeader { .. }
             | DialError::Tls { .. }
-            | DialError::Timeout { .. } => Side::Upstream,
+            | DialError::Timeout { .. }
+            | DialError::Establish { .. }
+            | DialError::Refused { .. } => Side::Upstream,
             DialError::UnknownDestination { .. }
             | DialError::NoLeg { .. }
             | DialError::Loop { .. }
@@ -89,7 +111,8 @@ impl DialError {
         }
     }
 
-    /// Worth another attempt: connect, TLS handshake and timeout failures.
+    /// Worth another attempt: connect, TLS handshake, backend read and timeout
+    /// failures (reference §4.6).
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
@@ -97,61 +120,26 @@ impl DialError {
                 | DialError::ProxyHeader { .. }
                 | DialError::Tls { .. }
                 | DialError::Timeout { .. }
+                | DialError::Establish { .. }
         )
+    }
+
+    /// The backend's reply for [`DialError::Refused`], shortened to printable ASCII.
+    pub fn refused(addr: SocketAddr, stage: &'static str, line: &[u8]) -> DialError {
+        const MAX: usize = 120;
+        let reply = line
+            .iter()
+            .take(MAX)
+            .map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '.' })
+            .collect::<String>()
+            .trim_end_matches('.')
+            .to_string();
+        DialError::Refused { addr, stage, reply }
     }
 }
 
 /// A connected backend, plain or TLS.
-pub enum BackendStream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl BackendStream {
-    pub fn is_tls(&self) -> bool {
-        matches!(self, BackendStream::Tls(_))
-    }
-}
-
-impl AsyncRead for BackendStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            BackendStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for BackendStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            BackendStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            BackendStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            BackendStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
+pub type BackendStream = MaybeTls<tokio_rustls::client::TlsStream<TcpStream>>;
 
 /// An established backend connection.
 pub struct Dialed {
@@ -160,12 +148,54 @@ pub struct Dialed {
     pub addr: SocketAddr,
 }
 
+/// A fresh backend connection, handed to the protocol's establishment step of
+/// [`Upstreams::dial_with`].
+pub struct Connected {
+    /// Plain for `plain` and `starttls` legs, TLS for `implicit` ones.
+    pub stream: BackendStream,
+    pub addr: SocketAddr,
+    /// The leg dialed (port, TLS mode, resolved forwarding).
+    pub leg: Leg,
+    /// What secures a `starttls` leg once the protocol has asked for it.
+    pub upgrade: Option<Upgrade>,
+}
+
+/// The TLS client side of one destination, for a STARTTLS upgrade.
+#[derive(Clone)]
+pub struct Upgrade {
+    connector: tokio_rustls::TlsConnector,
+    server_name: ServerName<'static>,
+}
+
+impl Upgrade {
+    /// Runs the TLS handshake on `tcp` (after the protocol's STARTTLS was accepted).
+    pub async fn secure(&self, tcp: TcpStream, addr: SocketAddr) -> Result<BackendStream, DialError> {
+        let tls = self
+            .connector
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .map_err(|source| DialError::Tls { addr, source })?;
+        log_backend_tls(addr, &tls);
+        Ok(MaybeTls::Tls(Box::new(tls)))
+    }
+}
+
+fn log_backend_tls(addr: SocketAddr, tls: &tokio_rustls::client::TlsStream<TcpStream>) {
+    let (_, session) = tls.get_ref();
+    tracing::debug!(
+        %addr,
+        version = ?session.protocol_version(),
+        cipher = ?session.negotiated_cipher_suite().map(|s| s.suite()),
+        "backend tls established"
+    );
+}
+
 /// One destination as this worker dials it.
 struct Target {
     destination: Destination,
     /// Candidate IPs: the literal `host`, else what the supervisor resolved.
     ips: Vec<IpAddr>,
-    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+    tls: Option<Upgrade>,
     next_source: AtomicUsize,
 }
 
@@ -194,7 +224,10 @@ impl Upstreams {
             let tls = match destination.leg(protocol) {
                 Some(leg) if leg.tls != TlsMode::Plain => {
                     let (client, server_name) = tls::client_config(destination, material)?;
-                    Some((tokio_rustls::TlsConnector::from(client), server_name))
+                    Some(Upgrade {
+                        connector: tokio_rustls::TlsConnector::from(client),
+                        server_name,
+                    })
                 }
                 _ => None,
             };
@@ -242,6 +275,32 @@ impl Upstreams {
         client: SocketAddr,
         local: SocketAddr,
     ) -> Result<Dialed, DialError> {
+        self.dial_with(destination, protocol, client, local, |c| async move {
+            Ok(Dialed {
+                stream: c.stream,
+                addr: c.addr,
+            })
+        })
+        .await
+    }
+
+    /// [`Self::dial`], with `establish` run on each fresh connection inside the same
+    /// attempt (same `backend_timeout`, same retries, same breaker outcome). It returns
+    /// [`DialError::Establish`] for a backend that fails or goes quiet (retried) and
+    /// [`DialError::Refused`] for one that answers unusably (not retried; still a
+    /// breaker failure).
+    pub async fn dial_with<T, F, Fut>(
+        &self,
+        destination: &str,
+        protocol: Protocol,
+        client: SocketAddr,
+        local: SocketAddr,
+        mut establish: F,
+    ) -> Result<T, DialError>
+    where
+        F: FnMut(Connected) -> Fut,
+        Fut: Future<Output = Result<T, DialError>>,
+    {
         let target =
             self.targets
                 .get(destination)
@@ -269,14 +328,16 @@ impl Upstreams {
             });
         }
         let header = (leg.forwarding == Forwarding::Proxy).then(|| proxy_header(client, local));
-        let use_tls = leg.tls == TlsMode::Implicit;
         let attempts = 1 + self.retries;
         let mut last = None;
         for attempt in 0..attempts {
             if attempt > 0 {
                 tokio::time::sleep(RETRY_DELAY).await;
             }
-            let once = self.attempt(target, leg.port, header.as_deref(), use_tls);
+            let once = async {
+                let connected = self.attempt(target, leg, header.as_deref()).await?;
+                establish(connected).await
+            };
             let result = match tokio::time::timeout(self.backend_timeout, once).await {
                 Ok(result) => result,
                 Err(_) => Err(DialError::Timeout {
@@ -284,18 +345,24 @@ impl Upstreams {
                 }),
             };
             match result {
-                Ok(dialed) => {
+                Ok(established) => {
                     admission.success();
-                    tracing::debug!(destination, addr = %dialed.addr, tls = dialed.stream.is_tls(), attempt, "backend connected");
-                    return Ok(dialed);
+                    tracing::debug!(destination, attempt, "backend established");
+                    return Ok(established);
                 }
                 Err(e) if e.is_retryable() => {
                     tracing::debug!(destination, attempt, error = %ErrorChain(&e), "backend attempt failed");
                     last = Some(e);
                 }
-                // Not the backend's fault (source IPs, missing TLS config): no retry, and
-                // the breaker is not told.
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // The backend answered, but unusably: a failure of the destination.
+                    // Local causes (source IPs, missing TLS config) are not its fault:
+                    // no retry, and the breaker is not told.
+                    if e.side() == Side::Upstream {
+                        admission.failure();
+                    }
+                    return Err(e);
+                }
             }
         }
         admission.failure();
@@ -337,41 +404,32 @@ impl Upstreams {
     async fn attempt(
         &self,
         target: &Target,
-        port: u16,
+        leg: &Leg,
         header: Option<&[u8]>,
-        use_tls: bool,
-    ) -> Result<Dialed, DialError> {
-        let (tcp, addr) = self.connect(target, port).await?;
-        let mut tcp = tcp;
+    ) -> Result<Connected, DialError> {
+        let (mut tcp, addr) = self.connect(target, leg.port).await?;
         if let Some(header) = header {
             tcp.write_all(header)
                 .await
                 .map_err(|source| DialError::ProxyHeader { addr, source })?;
         }
-        if !use_tls {
-            return Ok(Dialed {
-                stream: BackendStream::Plain(tcp),
-                addr,
-            });
-        }
-        let (connector, server_name) =
-            target.tls.as_ref().ok_or_else(|| DialError::NoTlsConfig {
-                destination: target.destination.name.clone(),
-            })?;
-        let tls = connector
-            .connect(server_name.clone(), tcp)
-            .await
-            .map_err(|source| DialError::Tls { addr, source })?;
-        let (_, session) = tls.get_ref();
-        tracing::debug!(
-            %addr,
-            version = ?session.protocol_version(),
-            cipher = ?session.negotiated_cipher_suite().map(|s| s.suite()),
-            "backend tls established"
-        );
-        Ok(Dialed {
-            stream: BackendStream::Tls(Box::new(tls)),
+        let upgrade = match leg.tls {
+            TlsMode::Plain => None,
+            TlsMode::Implicit | TlsMode::Starttls => {
+                Some(target.tls.clone().ok_or_else(|| DialError::NoTlsConfig {
+                    destination: target.destination.name.clone(),
+                })?)
+            }
+        };
+        let (stream, upgrade) = match (leg.tls, upgrade) {
+            (TlsMode::Implicit, Some(upgrade)) => (upgrade.secure(tcp, addr).await?, None),
+            (_, upgrade) => (MaybeTls::Plain(tcp), upgrade),
+        };
+        Ok(Connected {
+            stream,
             addr,
+            leg: *leg,
+            upgrade,
         })
     }
 

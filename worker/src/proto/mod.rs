@@ -3,4 +3,5 @@
 
 pub mod grammar;
 pub mod imap;
+pub mod lines;
 pub mod passthrough;

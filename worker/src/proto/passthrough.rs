@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::pipe::{self, End};
+use crate::pipe;
 use crate::proxy_in::{self, Rewound};
 use crate::services::Services;
 use crate::side::Side;
@@ -143,23 +143,6 @@ impl Session<'_> {
         }
         let idle = self.svc.config().server.bridge_idle;
         let relayed = pipe::relay(client, dialed.stream, leftover, idle).await;
-        match &relayed.end {
-            End::Closed => {}
-            End::Idle => tracing::debug!(idle_secs = idle.as_secs(), "relay idle limit reached"),
-            End::Error { side, error } => match side {
-                Side::Upstream => {
-                    tracing::debug!(side = %side, %error, "relay ended by backend error")
-                }
-                _ => tracing::debug!(side = %side, %error, "relay ended by client error"),
-            },
-        }
-        let secs = (self.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
-        tracing::info!(
-            destination = self.destination,
-            bytes_to_backend = relayed.to_backend,
-            bytes_to_client = relayed.to_client,
-            secs,
-            "session closed"
-        );
+        relayed.log_closed(self.destination, None, self.started, idle);
     }
 }

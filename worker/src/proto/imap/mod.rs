@@ -2,11 +2,18 @@
 //!
 //! postern answers the not-authenticated state itself: greeting, CAPABILITY, NOOP, ID,
 //! LOGOUT, STARTTLS, LOGIN and AUTHENTICATE (PLAIN, OAUTHBEARER, XOAUTH2, and LOGIN when
-//! listed in `sasl`). It hands the decoded credentials to the caller, which routes,
-//! replays them on a backend and reports the outcome. This module owns the grammar
-//! ([`command`]), every wire string ([`reply`]) and the sans-IO [`state::Machine`]. It
-//! must not do I/O, read clocks, decode SASL payloads (identifiers and tokens are
-//! `sasl`'s), or log a credential; the `preauth_timeout` is the session's to enforce.
+//! listed in `sasl`), then routes the login, replays it on the account's backend and
+//! relays. The parts:
+//!
+//! - [`command`] (grammar), [`reply`] (every wire string) and the sans-IO
+//!   [`state::Machine`]: no I/O, no clocks, no SASL decoding (identifiers and tokens are
+//!   `sasl`'s). The machine hands out the client's credentials as an `Action::Login`.
+//! - [`backend`]: the backend's side, establishment (greeting, STARTTLS, capabilities,
+//!   ID) and the replay adapted to what the backend advertises.
+//! - [`session`]: the sockets, `preauth_timeout`, the STARTTLS upgrade, routing, and the
+//!   hand-off to the relay.
+//!
+//! None of them logs a credential.
 //!
 //! ```text
 //!   greeting ──▶ NotAuthenticated ◀────────────────────────────────────┐
@@ -33,8 +40,10 @@
 //! PRIVACYREQUIRED, UNAVAILABLE, AUTHENTICATIONFAILED, TOOBIG); RFC 3501 §6.2 for
 //! IMAP4rev1 clients; RFC 4959 (SASL-IR); RFC 7888 (LITERAL+ `{n+}`); RFC 2971 (ID).
 
+pub mod backend;
 pub mod command;
 pub mod reply;
+pub mod session;
 pub mod state;
 #[cfg(test)]
 mod tests;
