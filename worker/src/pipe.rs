@@ -58,7 +58,13 @@ pub struct Relayed {
 impl Relayed {
     /// The session's one `session closed` line (and a debug line on how the relay
     /// ended). `user` is the routing identifier of an authenticated session.
-    pub fn log_closed(&self, destination: &str, user: Option<&str>, started: Instant, idle: Duration) {
+    pub fn log_closed(
+        &self,
+        destination: &str,
+        user: Option<&str>,
+        started: Instant,
+        idle: Duration,
+    ) {
         match &self.end {
             End::Closed => {}
             End::Idle => tracing::debug!(idle_secs = idle.as_secs(), "relay idle limit reached"),

@@ -16,7 +16,7 @@ use postern_config::model::{Config, Listener, Protocol, TlsMode};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
-use crate::proto::{imap, passthrough};
+use crate::proto::{imap, passthrough, session};
 use crate::route::{RouteError, Router};
 use crate::tls::{self, TlsSetupError};
 use crate::upstream::Upstreams;
@@ -151,15 +151,13 @@ pub async fn serve(svc: Arc<Services>, stream: TcpStream, peer: SocketAddr, loca
             Protocol::Smtp | Protocol::Lmtp => passthrough::serve(&svc, stream, peer, local).await,
             Protocol::Imap => match &svc.imap {
                 Some(settings) => {
-                    let settings = Arc::clone(settings);
-                    imap::session::serve(&svc, settings, stream, peer, local, id).await
+                    let dialogue = imap::Machine::new(Arc::clone(settings));
+                    session::serve::<_, imap::ImapBackend>(&svc, dialogue, stream, peer, local, id)
+                        .await
                 }
                 None => tracing::error!("imap listener without imap settings"),
             },
-            Protocol::Pop3
-            | Protocol::ManageSieve
-            | Protocol::Submission
-            | Protocol::Http => {
+            Protocol::Pop3 | Protocol::ManageSieve | Protocol::Submission | Protocol::Http => {
                 tracing::error!(protocol = %protocol, "protocol not implemented");
             }
         }

@@ -130,7 +130,13 @@ impl DialError {
         let reply = line
             .iter()
             .take(MAX)
-            .map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '.' })
+            .map(|&b| {
+                if b.is_ascii_graphic() || b == b' ' {
+                    b as char
+                } else {
+                    '.'
+                }
+            })
             .collect::<String>()
             .trim_end_matches('.')
             .to_string();
@@ -169,7 +175,11 @@ pub struct Upgrade {
 
 impl Upgrade {
     /// Runs the TLS handshake on `tcp` (after the protocol's STARTTLS was accepted).
-    pub async fn secure(&self, tcp: TcpStream, addr: SocketAddr) -> Result<BackendStream, DialError> {
+    pub async fn secure(
+        &self,
+        tcp: TcpStream,
+        addr: SocketAddr,
+    ) -> Result<BackendStream, DialError> {
         let tls = self
             .connector
             .connect(self.server_name.clone(), tcp)

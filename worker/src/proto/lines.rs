@@ -108,8 +108,14 @@ mod tests {
             a
         });
         let mut lines = Lines::new();
-        assert_eq!(lines.read_line(&mut b).await.expect("line"), b"* OK hello\r\n");
-        assert_eq!(lines.read_line(&mut b).await.expect("line"), b"A1 OK done\r\n");
+        assert_eq!(
+            lines.read_line(&mut b).await.expect("line"),
+            b"* OK hello\r\n"
+        );
+        assert_eq!(
+            lines.read_line(&mut b).await.expect("line"),
+            b"A1 OK done\r\n"
+        );
         let _a = writer.await.expect("writer");
         // "extra" may or may not have been read yet; what was read is kept.
         let rest = lines.into_rest();
@@ -134,9 +140,18 @@ mod tests {
         let data = b"{5}\r\nab\r\ncd tail\r\n";
         let mut reader = &data[..];
         let mut lines = Lines::new();
-        assert_eq!(lines.read_line(&mut reader).await.expect("line"), b"{5}\r\n");
-        assert_eq!(lines.read_exact(&mut reader, 5).await.expect("lit"), b"ab\r\nc");
-        assert_eq!(lines.read_line(&mut reader).await.expect("line"), b"d tail\r\n");
+        assert_eq!(
+            lines.read_line(&mut reader).await.expect("line"),
+            b"{5}\r\n"
+        );
+        assert_eq!(
+            lines.read_exact(&mut reader, 5).await.expect("lit"),
+            b"ab\r\nc"
+        );
+        assert_eq!(
+            lines.read_line(&mut reader).await.expect("line"),
+            b"d tail\r\n"
+        );
         assert_eq!(trim_eol(b"x\r\n"), b"x");
     }
 }

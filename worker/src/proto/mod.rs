@@ -1,7 +1,9 @@
 //! Per-protocol connection handling. Each protocol owns what happens between accept and
 //! the hand-off to [`crate::pipe`].
 
+pub mod dialogue;
 pub mod grammar;
 pub mod imap;
 pub mod lines;
 pub mod passthrough;
+pub mod session;

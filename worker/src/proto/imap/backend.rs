@@ -24,32 +24,16 @@ use std::net::SocketAddr;
 
 use tokio::io::AsyncWriteExt;
 
+use crate::proto::dialogue::{Backend, ClientIdentity, LoginRequest, Replay};
 use crate::proto::lines::{trim_eol, Lines};
 use crate::sasl::{self, Credentials, Mechanism};
 use crate::upstream::{BackendStream, Connected, DialError};
-use postern_config::model::{Forwarding, TlsMode};
-
-use super::command::Tag;
+use postern_config::model::{Forwarding, Protocol, TlsMode};
 
 /// Continuations answered during one replay before the backend is given up on.
 const MAX_CONTINUATIONS: u32 = 4;
 /// Largest literal accepted inside a backend reply before authentication.
 const MAX_REPLY_LITERAL: usize = 64 * 1024;
-
-/// Who the client is, for the ID command (reference §4.3).
-#[derive(Debug, Clone)]
-pub struct ClientIdentity {
-    /// The client's address (from the inbound PROXY header when there was one).
-    pub client: SocketAddr,
-    /// The address the client connected to.
-    pub local: SocketAddr,
-    /// This connection's number in the worker; sent as `P<hex>`.
-    pub session: u64,
-    /// The client leg is TLS (implicit or after STARTTLS).
-    pub client_tls: bool,
-    /// `server.proxy_ttl`; `proxy_ttl - 1` is sent.
-    pub proxy_ttl: u32,
-}
 
 /// What the backend advertised, upper-cased.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -82,42 +66,30 @@ impl Capabilities {
     }
 }
 
-/// An established backend connection, ready for the replay.
-pub struct Backend {
+/// An established IMAP backend connection, ready for the replay.
+pub struct ImapBackend {
     stream: BackendStream,
     lines: Lines,
     capabilities: Capabilities,
     addr: SocketAddr,
 }
 
-/// How the replay ended.
-pub enum Replay {
-    /// The backend accepted: `reply` (its untagged lines and final tagged line,
-    /// verbatim) goes to the client, then the relay starts on `stream`, after `rest`
-    /// (backend bytes read past the reply) is written to the client.
-    Accepted {
-        reply: Vec<u8>,
-        stream: BackendStream,
-        rest: Vec<u8>,
-    },
-    /// The backend refused: `reply` is what it said, untagged lines included.
-    Rejected { reply: Vec<u8> },
-}
+impl Backend for ImapBackend {
+    const PROTOCOL: Protocol = Protocol::Imap;
 
-impl Backend {
     /// Establishment: greeting, STARTTLS on a `starttls` leg, capabilities, and the ID
     /// command when the leg forwards by `xclient` and the backend offers ID.
-    pub async fn establish(
+    async fn establish(
         connected: Connected,
         identity: &ClientIdentity,
-    ) -> Result<Backend, DialError> {
+    ) -> Result<ImapBackend, DialError> {
         let Connected {
             stream,
             addr,
             leg,
             upgrade,
         } = connected;
-        let mut backend = Backend {
+        let mut backend = ImapBackend {
             stream,
             lines: Lines::new(),
             capabilities: Capabilities::default(),
@@ -131,13 +103,19 @@ impl Backend {
 
         if leg.tls == TlsMode::Starttls {
             if known.as_ref().is_some_and(|c| !c.has("STARTTLS")) {
-                return Err(DialError::refused(addr, "starttls", b"STARTTLS not advertised"));
+                return Err(DialError::refused(
+                    addr,
+                    "starttls",
+                    b"STARTTLS not advertised",
+                ));
             }
-            let (_, done) = backend.command("starttls", b"P1", b"P1 STARTTLS\r\n").await?;
+            let (_, done) = backend
+                .command("starttls", b"P1", b"P1 STARTTLS\r\n")
+                .await?;
             if !is_ok(&done, b"P1") {
                 return Err(DialError::refused(addr, "starttls", trim_eol(&done)));
             }
-            let Backend { stream, lines, .. } = backend;
+            let ImapBackend { stream, lines, .. } = backend;
             if !lines.into_rest().is_empty() {
                 return Err(DialError::refused(
                     addr,
@@ -148,10 +126,10 @@ impl Backend {
             let upgrade = upgrade.ok_or(DialError::NoTlsConfig {
                 destination: String::new(),
             })?;
-            let tcp = stream.into_plain().map_err(|_| {
-                DialError::refused(addr, "starttls", b"leg is already TLS")
-            })?;
-            backend = Backend {
+            let tcp = stream
+                .into_plain()
+                .map_err(|_| DialError::refused(addr, "starttls", b"leg is already TLS"))?;
+            backend = ImapBackend {
                 stream: upgrade.secure(tcp, addr).await?,
                 lines: Lines::new(),
                 capabilities: Capabilities::default(),
@@ -191,20 +169,24 @@ impl Backend {
         Ok(backend)
     }
 
-    /// The backend's capabilities after establishment.
-    pub fn capabilities(&self) -> &Capabilities {
-        &self.capabilities
-    }
-
-    pub fn is_tls(&self) -> bool {
+    fn is_tls(&self) -> bool {
         self.stream.is_tls()
     }
 
-    /// Replays the client's login under the client's `tag`, adapted to the backend's
+    /// Replays the client's login under the client's tag, adapted to the backend's
     /// capabilities, and reads the final reply. An I/O error means the backend failed
     /// mid-replay (the client is told it is unavailable).
-    pub async fn replay(mut self, tag: &Tag, credentials: &Credentials) -> io::Result<Replay> {
-        let tag = tag.as_str().as_bytes();
+    async fn replay(
+        mut self,
+        request: &LoginRequest,
+        credentials: &Credentials,
+    ) -> io::Result<Replay> {
+        let tag = if request.tag.is_empty() {
+            "A1"
+        } else {
+            request.tag.as_str()
+        }
+        .as_bytes();
         let mechanism = credentials.replay_mechanism();
         let use_login = mechanism == Mechanism::Plain
             && !self.capabilities.has("AUTH=PLAIN")
@@ -268,6 +250,13 @@ impl Backend {
             reply.extend_from_slice(&line);
         }
     }
+}
+
+impl ImapBackend {
+    /// The backend's capabilities after establishment.
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
 
     /// `<tag> LOGIN <user> <password>`, each as a quoted string, or as a literal when
     /// it cannot be quoted (8-bit): `{n+}` with LITERAL+, else `{n}` and a wait for `+`.
@@ -287,7 +276,9 @@ impl Backend {
                 out.extend_from_slice(&quoted);
                 continue;
             }
-            out.extend_from_slice(format!("{{{}{}}}\r\n", arg.len(), if non_sync { "+" } else { "" }).as_bytes());
+            out.extend_from_slice(
+                format!("{{{}{}}}\r\n", arg.len(), if non_sync { "+" } else { "" }).as_bytes(),
+            );
             if !non_sync {
                 self.stream.write_all(&out).await?;
                 out.clear();
@@ -313,7 +304,11 @@ impl Backend {
         line: &[u8],
     ) -> Result<(Vec<Vec<u8>>, Vec<u8>), DialError> {
         let addr = self.addr;
-        let io_error = |source| DialError::Establish { addr, stage, source };
+        let io_error = |source| DialError::Establish {
+            addr,
+            stage,
+            source,
+        };
         self.stream.write_all(line).await.map_err(io_error)?;
         let mut untagged = Vec::new();
         loop {
@@ -333,7 +328,11 @@ impl Backend {
         self.lines
             .read_line(&mut self.stream)
             .await
-            .map_err(|source| DialError::Establish { addr, stage, source })
+            .map_err(|source| DialError::Establish {
+                addr,
+                stage,
+                source,
+            })
     }
 
     /// One response line, literals included (`* ID ("name" {5}\r\nvalue)`).
@@ -364,14 +363,16 @@ pub fn id_command(identity: &ClientIdentity) -> String {
         ("x-originating-port", client.port().to_string()),
         ("x-connected-ip", local.ip().to_canonical().to_string()),
         ("x-connected-port", local.port().to_string()),
-        (
-            "x-proxy-ttl",
-            identity.proxy_ttl.saturating_sub(1).to_string(),
-        ),
-        ("x-session-id", format!("P{:x}", identity.session)),
+        ("x-proxy-ttl", identity.ttl().to_string()),
+        ("x-session-id", identity.session_id()),
         (
             "x-client-transport",
-            if identity.client_tls { "TLS" } else { "insecure" }.to_string(),
+            if identity.client_tls {
+                "TLS"
+            } else {
+                "insecure"
+            }
+            .to_string(),
         ),
     ];
     let list = fields

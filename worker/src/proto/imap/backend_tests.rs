@@ -53,6 +53,7 @@ fn identity() -> ClientIdentity {
         session: 0x2a,
         client_tls: false,
         proxy_ttl: 7,
+        helo: None,
     }
 }
 
@@ -73,8 +74,14 @@ fn plain(user: &str, password: &str) -> Credentials {
     sasl::decode_plain(format!("\0{user}\0{password}").as_bytes()).expect("plain")
 }
 
-fn tag(t: &str) -> Tag {
-    Tag::parse(t.as_bytes()).expect("tag")
+fn request(tag: &str) -> LoginRequest {
+    LoginRequest {
+        tag: tag.into(),
+        mechanism: Mechanism::Plain,
+        credentials: crate::proto::dialogue::Credentials::Response(Default::default()),
+        is_login_command: false,
+        pipelined: Default::default(),
+    }
 }
 
 async fn run(
@@ -84,11 +91,11 @@ async fn run(
 ) -> (Result<Replay, String>, Vec<u8>) {
     let (addr, task) = scripted(script).await;
     let outcome = tokio::time::timeout(BOUND, async {
-        let backend = Backend::establish(connect(addr, forwarding).await, &identity())
+        let backend = ImapBackend::establish(connect(addr, forwarding).await, &identity())
             .await
             .map_err(|e| e.to_string())?;
         backend
-            .replay(&tag("a1"), &credentials)
+            .replay(&request("a1"), &credentials)
             .await
             .map_err(|e| e.to_string())
     })
@@ -204,22 +211,39 @@ async fn unusable_greetings_and_starttls_refusals() {
     )
     .await;
     let error = outcome.err().expect("refused");
-    assert!(error.contains("greeting") && error.contains("BYE too busy"), "{error}");
+    assert!(
+        error.contains("greeting") && error.contains("BYE too busy"),
+        "{error}"
+    );
 
     let (addr, _task) = scripted(vec![Step::Send(b"* OK [CAPABILITY IMAP4rev1] hi\r\n")]).await;
     let mut connected = connect(addr, Forwarding::None).await;
     connected.leg.tls = TlsMode::Starttls;
-    let error = Backend::establish(connected, &identity())
+    let error = ImapBackend::establish(connected, &identity())
         .await
         .err()
         .expect("refused");
-    assert!(matches!(error, DialError::Refused { stage: "starttls", .. }), "{error}");
+    assert!(
+        matches!(
+            error,
+            DialError::Refused {
+                stage: "starttls",
+                ..
+            }
+        ),
+        "{error}"
+    );
     assert!(!error.is_retryable());
 }
 
 #[tokio::test]
 async fn a_backend_closing_mid_greeting_is_retryable() {
-    let (outcome, _) = run(vec![Step::Send(b"* OK [CAPA")], Forwarding::None, plain("a", "b")).await;
+    let (outcome, _) = run(
+        vec![Step::Send(b"* OK [CAPA")],
+        Forwarding::None,
+        plain("a", "b"),
+    )
+    .await;
     let error = outcome.err().expect("failed");
     assert!(error.contains("greeting"), "{error}");
 }

@@ -24,31 +24,7 @@ impl Grammar for Imap {
     const LISTS: bool = true;
 }
 
-/// A value that must never be logged: `Debug` prints `<redacted>` and there is no
-/// `Display`.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct Redacted<T>(T);
-
-impl<T> Redacted<T> {
-    pub fn new(value: T) -> Redacted<T> {
-        Redacted(value)
-    }
-
-    /// The secret value, for handing to the SASL decoder or a backend.
-    pub fn expose(&self) -> &T {
-        &self.0
-    }
-
-    pub fn into_inner(self) -> T {
-        self.0
-    }
-}
-
-impl<T> fmt::Debug for Redacted<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+pub use crate::proto::dialogue::Redacted;
 
 /// A command tag: RFC 9051 `tag`, 1*<ASTRING-CHAR except "+">, ASCII only.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -228,7 +204,7 @@ impl Decoder {
         match self.framer.decode(input, Mode::Line) {
             Ok(None) => Ok(None),
             Ok(Some(Framed::Line(line))) if line == b"*" => Ok(Some(SaslResponse::Abort)),
-            Ok(Some(Framed::Line(line))) => Ok(Some(SaslResponse::Data(Redacted(line)))),
+            Ok(Some(Framed::Line(line))) => Ok(Some(SaslResponse::Data(Redacted::new(line)))),
             // `Mode::Line` never announces literals.
             Ok(Some(Framed::NeedContinuation { .. })) => Err(error(ErrorKind::InvalidArgument)),
             Err(_) => Err(error(ErrorKind::LineTooLong)),
@@ -308,8 +284,8 @@ fn parse_command(tokens: &mut Tokens<'_, Imap>) -> Result<Command, ErrorKind> {
             let user = astring(tokens)?;
             let password = astring(tokens)?;
             Command::Login {
-                user: Redacted(user),
-                password: Redacted(password),
+                user: Redacted::new(user),
+                password: Redacted::new(password),
             }
         }
         b"AUTHENTICATE" => {
@@ -318,7 +294,7 @@ fn parse_command(tokens: &mut Tokens<'_, Imap>) -> Result<Command, ErrorKind> {
             // RFC 4959: initial-response = base64 / "="; its validity is checked later.
             let initial_response = match tokens.next() {
                 None => None,
-                Some(Ok(Token::Atom(ir))) => Some(Redacted(ir.to_vec())),
+                Some(Ok(Token::Atom(ir))) => Some(Redacted::new(ir.to_vec())),
                 Some(Ok(_)) => return Err(ErrorKind::InvalidArgument),
                 Some(Err(e)) => return Err(e.into()),
             };
@@ -439,8 +415,8 @@ mod tests {
 
     fn login(user: &[u8], password: &[u8]) -> Command {
         Command::Login {
-            user: Redacted(user.to_vec()),
-            password: Redacted(password.to_vec()),
+            user: Redacted::new(user.to_vec()),
+            password: Redacted::new(password.to_vec()),
         }
     }
 
@@ -497,7 +473,7 @@ mod tests {
                 "a",
                 Command::Authenticate {
                     mechanism: "XOAUTH2".into(),
-                    initial_response: Some(Redacted(b"dXNlcg==".to_vec()))
+                    initial_response: Some(Redacted::new(b"dXNlcg==".to_vec()))
                 }
             )
         );
@@ -507,7 +483,7 @@ mod tests {
                 "a",
                 Command::Authenticate {
                     mechanism: "PLAIN".into(),
-                    initial_response: Some(Redacted(b"=".to_vec()))
+                    initial_response: Some(Redacted::new(b"=".to_vec()))
                 }
             )
         );
@@ -608,7 +584,7 @@ mod tests {
         let mut d = Decoder::new(Limits::PRE_AUTH);
         let mut input: &[u8] = b"*\r\nAGEAYg==\r\n\r\n{3}\r\n";
         assert_eq!(d.decode_response(&mut input), Ok(Some(SaslResponse::Abort)));
-        let data = |b: &[u8]| Ok(Some(SaslResponse::Data(Redacted(b.to_vec()))));
+        let data = |b: &[u8]| Ok(Some(SaslResponse::Data(Redacted::new(b.to_vec()))));
         assert_eq!(d.decode_response(&mut input), data(b"AGEAYg=="));
         assert_eq!(d.decode_response(&mut input), data(b""));
         assert_eq!(d.decode_response(&mut input), data(b"{3}"));

@@ -10,8 +10,9 @@
 //!   `sasl`'s). The machine hands out the client's credentials as an `Action::Login`.
 //! - [`backend`]: the backend's side, establishment (greeting, STARTTLS, capabilities,
 //!   ID) and the replay adapted to what the backend advertises.
-//! - [`session`]: the sockets, `preauth_timeout`, the STARTTLS upgrade, routing, and the
-//!   hand-off to the relay.
+//!
+//! [`crate::proto::session`] drives both: sockets, `preauth_timeout`, the STARTTLS
+//! upgrade, routing, and the hand-off to the relay.
 //!
 //! None of them logs a credential.
 //!
@@ -43,10 +44,10 @@
 pub mod backend;
 pub mod command;
 pub mod reply;
-pub mod session;
 pub mod state;
 #[cfg(test)]
 mod tests;
 
+pub use backend::ImapBackend;
 pub use command::{Command, Mechanism, Redacted, Tag};
-pub use state::{Action, Credentials, LoginRequest, Machine, Outcome, Rejection, Settings};
+pub use state::{Machine, Settings};

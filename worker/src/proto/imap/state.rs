@@ -14,6 +14,7 @@ use super::command::{
     Command, Decoder, ErrorKind, Frame, IdParams, Mechanism, Redacted, SaslResponse, Tag, Tagged,
 };
 use super::reply;
+use crate::proto::dialogue::{Action, Credentials, Dialogue, LoginRequest, Outcome, Rejection};
 use crate::proto::grammar::{Limits, MAX_LINE_BYTES, MAX_LITERAL_BYTES};
 
 /// Most bytes held while a login is with the caller (what the client pipelined behind
@@ -57,78 +58,6 @@ impl Settings {
             limits: Limits::PRE_AUTH,
         }
     }
-}
-
-/// What the session must do, in order.
-#[derive(Debug)]
-pub enum Action {
-    /// Write these bytes to the client.
-    Reply(Vec<u8>),
-    /// Flush the replies, then run the TLS handshake and call
-    /// [`Machine::on_tls_established`]. The machine has checked that no plaintext
-    /// followed the command.
-    StartTls,
-    /// Authenticate at a backend, then call [`Machine::on_login_result`] (or
-    /// [`Machine::on_rejected`] if the credentials are refused before any backend).
-    Login(LoginRequest),
-    /// The login succeeded: the dialogue is over. Forward the login's `pipelined` bytes,
-    /// then these (received while the login was with the caller), then relay.
-    Splice { leftovers: Redacted<Vec<u8>> },
-    /// Close the connection (after writing the replies before it).
-    Close,
-}
-
-/// A client's credentials, ready for the SASL decoder and the replay.
-#[derive(Debug)]
-pub struct LoginRequest {
-    /// The client's tag; the backend replay uses it and its final reply is relayed as is.
-    pub tag: Tag,
-    /// `Login` for the IMAP `LOGIN` command and for SASL LOGIN.
-    pub mechanism: Mechanism,
-    pub credentials: Credentials,
-    /// True for the IMAP `LOGIN` command, false for `AUTHENTICATE`.
-    pub is_login_command: bool,
-    /// Bytes the client sent after its auth command, in order; they belong to the
-    /// backend if the login succeeds (reference §4.8). On failure the machine keeps
-    /// them and answers them itself.
-    pub pipelined: Redacted<Vec<u8>>,
-}
-
-/// The client's credentials, base64-decoded but otherwise as sent: the payload's
-/// meaning (PLAIN fields, bearer tokens, identifiers) is the SASL decoder's business.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Credentials {
-    /// The client's (first and only) SASL response: PLAIN, OAUTHBEARER, XOAUTH2.
-    Response(Redacted<Vec<u8>>),
-    /// IMAP `LOGIN user password`, or the two answers of SASL LOGIN.
-    UserPassword {
-        user: Redacted<Vec<u8>>,
-        password: Redacted<Vec<u8>>,
-    },
-}
-
-/// How a [`LoginRequest`] ended at the backend.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The backend accepted. The caller relays the backend's reply itself.
-    Success,
-    /// The backend refused: `reply` (its reply, or the generic one of
-    /// `hide_auth_errors`, [`reply::authentication_failed`]) goes to the client. Counts
-    /// toward `max_auth_attempts` (DESIGN.md).
-    Failure { reply: Vec<u8> },
-    /// No backend could be had: `NO [UNAVAILABLE]`, not counted; the client may retry.
-    Unavailable,
-}
-
-/// Credentials refused by the caller before any backend was asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rejection {
-    /// The SASL decoder refused the payload: missing or empty fields, CR/LF/NUL inside a
-    /// field, not UTF-8. Counted.
-    Malformed,
-    /// The identifier failed the safety check (reference §3.2): `NO [UNAVAILABLE]`,
-    /// then close.
-    UnsafeIdentifier,
 }
 
 enum State {
@@ -311,6 +240,7 @@ impl Machine {
                 });
             }
             Outcome::Failure { reply } => {
+                let reply = reply.unwrap_or_else(|| reply::authentication_failed(&awaiting.tag));
                 out.push(Action::Reply(reply));
                 self.count_failure(&mut out);
                 self.process(&mut out);
@@ -667,7 +597,7 @@ impl Machine {
             pipelined: rest.len(),
         });
         out.push(Action::Login(LoginRequest {
-            tag,
+            tag: tag.to_string(),
             mechanism,
             credentials,
             is_login_command,
@@ -682,4 +612,31 @@ fn decode_base64(text: &[u8]) -> Option<Vec<u8>> {
         return Some(Vec::new());
     }
     BASE64.decode(text).ok()
+}
+
+impl Dialogue for Machine {
+    fn greeting(&self) -> Vec<u8> {
+        Machine::greeting(self)
+    }
+    fn on_bytes(&mut self, bytes: &[u8]) -> Vec<Action> {
+        Machine::on_bytes(self, bytes)
+    }
+    fn on_tls_established(&mut self) -> Vec<Action> {
+        Machine::on_tls_established(self)
+    }
+    fn on_login_result(&mut self, outcome: Outcome) -> Vec<Action> {
+        Machine::on_login_result(self, outcome)
+    }
+    fn on_rejected(&mut self, rejection: Rejection) -> Vec<Action> {
+        Machine::on_rejected(self, rejection)
+    }
+    fn is_tls(&self) -> bool {
+        Machine::is_tls(self)
+    }
+    fn is_closed(&self) -> bool {
+        Machine::is_closed(self)
+    }
+    fn state_name(&self) -> &'static str {
+        Machine::state_name(self)
+    }
 }

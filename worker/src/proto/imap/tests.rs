@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use postern_config::model::{Protocol, TlsMode};
 
-use super::state::{Action, Credentials, Machine, Outcome, Rejection, Settings, MAX_HELD_BYTES};
+use super::state::{Machine, Settings, MAX_HELD_BYTES};
+use crate::proto::dialogue::{Action, Credentials, Outcome, Rejection};
 use crate::proto::grammar::Limits;
 
 const ADVERTISE: &str = "IMAP4rev2 IMAP4rev1 ENABLE SASL-IR LITERAL+ ID UTF8=ACCEPT JMAPACCESS";
@@ -53,7 +54,7 @@ fn send(bytes: impl AsRef<[u8]>) -> Step {
 
 fn fail(reply: &str) -> Step {
     Step::Result(Outcome::Failure {
-        reply: reply.as_bytes().to_vec(),
+        reply: Some(reply.as_bytes().to_vec()),
     })
 }
 
@@ -789,7 +790,7 @@ fn garbage_never_panics() {
                         1 => machine.on_login_result(Outcome::Unavailable),
                         2 => machine.on_rejected(Rejection::Malformed),
                         _ => machine.on_login_result(Outcome::Failure {
-                            reply: b"a NO x\r\n".to_vec(),
+                            reply: Some(b"a NO x\r\n".to_vec()),
                         }),
                     }),
                     Action::Reply(bytes) => assert!(bytes.ends_with(b"\r\n")),

@@ -1,5 +1,6 @@
-//! One IMAP client connection, from accept to close: the I/O around the sans-IO
-//! [`Machine`], routing, the backend ([`super::backend`]) and the relay.
+//! One client connection of an interactive protocol, from accept to close: the I/O
+//! around the protocol's sans-IO [`Dialogue`], routing, its [`Backend`] and the relay.
+//! Written once for IMAP, POP3, ManageSieve and submission (see [`super::dialogue`]).
 //!
 //! ```text
 //!   accepted ─PROXY in─▶ (implicit TLS) ─▶ greeting ─▶ dialogue ⟲ (STARTTLS upgrade)
@@ -17,18 +18,20 @@
 //! §2.3). Relayed sessions log one `session closed` line. No credential is logged.
 
 use std::collections::VecDeque;
+use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use postern_config::model::{Protocol, TlsMode};
+use postern_config::model::TlsMode;
 use postern_config::ErrorChain;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::backend::{Backend, ClientIdentity, Replay};
-use super::state::{Action, Credentials as ImapCredentials, LoginRequest, Outcome, Rejection};
-use super::{reply, Machine, Settings};
+use super::dialogue::{
+    Action, Backend, ClientIdentity, Credentials as RawCredentials, Dialogue, LoginRequest,
+    Outcome, Rejection, Replay,
+};
 use crate::pipe::{self, MAX_TIMER};
 use crate::proxy_in::{self, Rewound};
 use crate::sasl::{self, Credentials};
@@ -43,10 +46,10 @@ type ClientStream = MaybeTls<tokio_rustls::server::TlsStream<Rewound<TcpStream>>
 /// Bytes read from the client per read before authentication.
 const READ_BYTES: usize = 4096;
 
-/// Serves one IMAP connection.
-pub async fn serve(
+/// Serves one connection: `dialogue` with the client, `B` toward the backend.
+pub async fn serve<D: Dialogue, B: Backend>(
     svc: &Services,
-    settings: Arc<Settings>,
+    dialogue: D,
     mut tcp: TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
@@ -75,23 +78,28 @@ pub async fn serve(
             (MaybeTls::Tls(Box::new(tls)), Vec::new())
         }
     };
-    let session = Session {
+    let session = Session::<D, B> {
         svc,
         client,
-        machine: Machine::new(settings),
+        machine: dialogue,
         identity: ClientIdentity {
             client: inbound.client,
             local: inbound.local,
             session,
             client_tls: false,
             proxy_ttl: svc.config().server.proxy_ttl,
+            helo: None,
         },
         deadline,
-        started,
         out: Vec::new(),
         logged_in: None,
+        backend: PhantomData,
     };
-    session.run(leftover).await;
+    // The dialogue's state (parser, buffers) is gone before the relay starts: an idle
+    // relayed session holds only its two sockets.
+    if let Some(handoff) = session.run(leftover).await {
+        handoff.relay(svc, started).await;
+    }
 }
 
 /// The TLS handshake on the client leg, bounded by the pre-auth deadline.
@@ -135,26 +143,36 @@ struct LoggedIn {
     pipelined: Vec<u8>,
 }
 
-struct Session<'a> {
+struct Session<'a, D, B> {
     svc: &'a Services,
     client: ClientStream,
-    machine: Machine,
+    machine: D,
     identity: ClientIdentity,
     deadline: Instant,
-    started: Instant,
     /// Replies not yet written to the client.
     out: Vec<u8>,
     logged_in: Option<LoggedIn>,
+    backend: PhantomData<fn() -> B>,
 }
 
 /// Why the dialogue stopped early: the connection is closed without more ado.
 struct Stop;
 
-impl Session<'_> {
-    async fn run(mut self, leftover: Vec<u8>) {
+/// A logged-in session, ready to relay.
+struct Handoff {
+    client: ClientStream,
+    backend: LoggedIn,
+    /// Client bytes already read that belong to the backend.
+    to_backend: Vec<u8>,
+}
+
+impl<D: Dialogue, B: Backend> Session<'_, D, B> {
+    /// The dialogue up to a successful login (`Some`) or the end of the connection.
+    async fn run(mut self, leftover: Vec<u8>) -> Option<Handoff> {
         self.out = self.machine.greeting();
         let mut actions: VecDeque<Action> = self.machine.on_bytes(&leftover).into();
-        let mut buf = [0u8; READ_BYTES];
+        // On the heap, so it does not size every session's task.
+        let mut buf = vec![0u8; READ_BYTES];
         loop {
             while let Some(action) = actions.pop_front() {
                 let next = match action {
@@ -167,47 +185,47 @@ impl Session<'_> {
                             self = upgraded;
                             Ok(more)
                         }
-                        Err(Stop) => return,
+                        Err(Stop) => return None,
                     },
                     Action::Login(request) => self.login(request).await,
                     Action::Splice { leftovers } => {
-                        if self.flush().await.is_ok() {
-                            self.relay(leftovers.into_inner()).await;
-                        }
-                        return;
+                        self.flush().await.ok()?;
+                        return self.handoff(leftovers.into_inner());
                     }
                     Action::Close => {
                         if self.flush().await.is_ok() {
                             let _ = self.client.shutdown().await;
                         }
-                        return;
+                        return None;
                     }
                 };
                 match next {
                     Ok(more) => actions.extend(more),
-                    Err(Stop) => return,
+                    Err(Stop) => return None,
                 }
             }
             if self.flush().await.is_err() || self.machine.is_closed() {
-                return;
+                return None;
             }
-            let n = match tokio::time::timeout_at(self.deadline, self.client.read(&mut buf)).await
-            {
+            let n = match tokio::time::timeout_at(self.deadline, self.client.read(&mut buf)).await {
                 Ok(Ok(0)) => {
-                    tracing::debug!(state = self.machine.state_name(), "client closed before login");
-                    return;
+                    tracing::debug!(
+                        state = self.machine.state_name(),
+                        "client closed before login"
+                    );
+                    return None;
                 }
                 Ok(Ok(n)) => n,
                 Ok(Err(e)) => {
                     tracing::debug!(side = %Side::Client, error = %e, "client read failed");
-                    return;
+                    return None;
                 }
                 Err(_) => {
                     tracing::debug!(
                         state = self.machine.state_name(),
                         "preauth_timeout reached; closing"
                     );
-                    return;
+                    return None;
                 }
             };
             actions.extend(self.machine.on_bytes(&buf[..n]));
@@ -261,6 +279,7 @@ impl Session<'_> {
     async fn login(&mut self, request: LoginRequest) -> Result<Vec<Action>, Stop> {
         self.flush().await?;
         self.identity.client_tls = self.machine.is_tls();
+        self.identity.helo = self.machine.helo().map(str::to_owned);
         let credentials = match decode(&request) {
             Ok(credentials) => credentials,
             Err(e) => {
@@ -269,7 +288,7 @@ impl Session<'_> {
             }
         };
         let Some(router) = self.svc.router() else {
-            tracing::error!("no router for an imap listener");
+            tracing::error!("no router for an interactive listener");
             return Ok(self.machine.on_login_result(Outcome::Unavailable));
         };
         let (user, route) = match router.route(&credentials).await {
@@ -285,10 +304,10 @@ impl Session<'_> {
         let dialed = upstreams
             .dial_with(
                 &destination,
-                Protocol::Imap,
+                B::PROTOCOL,
                 identity.client,
                 identity.local,
-                |connected| Backend::establish(connected, identity),
+                |connected| B::establish(connected, identity),
             )
             .await;
         let backend = match dialed {
@@ -310,7 +329,7 @@ impl Session<'_> {
             return Ok(self.machine.on_login_result(Outcome::Unavailable));
         }
         let timeout = self.svc.config().server.backend_timeout.min(MAX_TIMER);
-        let replayed = tokio::time::timeout(timeout, backend.replay(&request.tag, &credentials));
+        let replayed = tokio::time::timeout(timeout, backend.replay(&request, &credentials));
         match replayed.await {
             Ok(Ok(Replay::Accepted {
                 reply,
@@ -330,11 +349,7 @@ impl Session<'_> {
             }
             Ok(Ok(Replay::Rejected { reply })) => {
                 tracing::info!(destination = %destination, user = user.as_deref(), "login rejected by backend");
-                let reply = if dest.hide_auth_errors {
-                    reply::authentication_failed(&request.tag)
-                } else {
-                    reply
-                };
+                let reply = (!dest.hide_auth_errors).then_some(reply);
                 Ok(self.machine.on_login_result(Outcome::Failure { reply }))
             }
             Ok(Err(e)) => {
@@ -348,36 +363,53 @@ impl Session<'_> {
         }
     }
 
-    /// After a successful login: pipelined bytes to the backend, then bytes both ways.
-    async fn relay(self, leftovers: Vec<u8>) {
-        let Some(logged_in) = self.logged_in else {
+    /// The login succeeded: what the relay needs, and nothing of the dialogue.
+    fn handoff(self, leftovers: Vec<u8>) -> Option<Handoff> {
+        let Some(mut backend) = self.logged_in else {
             tracing::error!("splice without a logged-in backend");
-            return;
+            return None;
         };
-        let mut to_backend = logged_in.pipelined;
+        let mut to_backend = std::mem::take(&mut backend.pipelined);
         to_backend.extend_from_slice(&leftovers);
-        drop(leftovers);
-        let idle = self.svc.config().server.bridge_idle;
-        let relayed = match (self.client, logged_in.stream) {
+        Some(Handoff {
+            client: self.client,
+            backend,
+            to_backend,
+        })
+    }
+}
+
+impl Handoff {
+    /// Pipelined bytes to the backend, then bytes both ways; `splice(2)` when both legs
+    /// are plain TCP.
+    async fn relay(self, svc: &Services, started: Instant) {
+        let Handoff {
+            client,
+            backend,
+            to_backend,
+        } = self;
+        let LoggedIn {
+            stream,
+            destination,
+            user,
+            ..
+        } = backend;
+        let idle = svc.config().server.bridge_idle;
+        let relayed = match (client, stream) {
             (MaybeTls::Plain(client), MaybeTls::Plain(backend)) => {
                 pipe::relay(client, backend, to_backend, idle).await
             }
             (client, backend) => pipe::relay(client, backend, to_backend, idle).await,
         };
-        relayed.log_closed(
-            &logged_in.destination,
-            logged_in.user.as_deref(),
-            self.started,
-            idle,
-        );
+        relayed.log_closed(&destination, user.as_deref(), started, idle);
     }
 }
 
 /// The SASL decoder's view of the machine's credentials.
 fn decode(request: &LoginRequest) -> Result<Credentials, sasl::SaslError> {
     match &request.credentials {
-        ImapCredentials::Response(payload) => sasl::decode(request.mechanism, payload.expose()),
-        ImapCredentials::UserPassword { user, password } => {
+        RawCredentials::Response(payload) => sasl::decode(request.mechanism, payload.expose()),
+        RawCredentials::UserPassword { user, password } => {
             sasl::decode_login(user.expose(), password.expose())
         }
     }
