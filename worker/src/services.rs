@@ -16,7 +16,7 @@ use postern_config::model::{Config, Listener, Protocol, TlsMode};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
-use crate::proto::{imap, passthrough, session};
+use crate::proto::{imap, managesieve, passthrough, pop3, session, submission};
 use crate::route::{RouteError, Router};
 use crate::tls::{self, TlsSetupError};
 use crate::upstream::Upstreams;
@@ -42,6 +42,14 @@ pub enum SetupError {
     Route(#[from] RouteError),
 }
 
+/// Per-listener settings of an interactive protocol's dialogue.
+enum DialogueSettings {
+    Imap(Arc<imap::Settings>),
+    Pop3(Arc<pop3::Settings>),
+    ManageSieve(Arc<managesieve::Settings>),
+    Submission(Arc<submission::Settings>),
+}
+
 /// Shared, immutable state of one worker process.
 pub struct Services {
     config: Config,
@@ -50,8 +58,8 @@ pub struct Services {
     upstreams: Upstreams,
     /// Routes logins; interactive listeners (IMAP, POP3, ManageSieve, submission) only.
     router: Option<Router>,
-    /// The IMAP dialogue's settings, on IMAP listeners.
-    imap: Option<Arc<imap::Settings>>,
+    /// The dialogue's settings, on interactive listeners.
+    dialogue: Option<DialogueSettings>,
     next_conn: AtomicU64,
 }
 
@@ -92,15 +100,29 @@ impl Services {
             }
             Protocol::Smtp | Protocol::Lmtp | Protocol::Http => None,
         };
-        let imap = (listener.protocol == Protocol::Imap)
-            .then(|| Arc::new(imap::Settings::new(&config.capabilities.imap, &listener)));
+        let dialogue = match listener.protocol {
+            Protocol::Imap => Some(DialogueSettings::Imap(Arc::new(imap::Settings::new(
+                &config.capabilities.imap,
+                &listener,
+            )))),
+            Protocol::Pop3 => Some(DialogueSettings::Pop3(Arc::new(pop3::Settings::new(
+                &config, &listener,
+            )))),
+            Protocol::ManageSieve => Some(DialogueSettings::ManageSieve(Arc::new(
+                managesieve::Settings::new(&config, &listener),
+            ))),
+            Protocol::Submission => Some(DialogueSettings::Submission(Arc::new(
+                submission::Settings::new(&config, &listener),
+            ))),
+            Protocol::Smtp | Protocol::Lmtp | Protocol::Http => None,
+        };
         Ok(Services {
             config,
             listener,
             acceptor,
             upstreams,
             router,
-            imap,
+            dialogue,
             next_conn: AtomicU64::new(1),
         })
     }
@@ -147,17 +169,35 @@ pub async fn serve(svc: Arc<Services>, stream: TcpStream, peer: SocketAddr, loca
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
-        match protocol {
-            Protocol::Smtp | Protocol::Lmtp => passthrough::serve(&svc, stream, peer, local).await,
-            Protocol::Imap => match &svc.imap {
-                Some(settings) => {
-                    let dialogue = imap::Machine::new(Arc::clone(settings));
-                    session::serve::<_, imap::ImapBackend>(&svc, dialogue, stream, peer, local, id)
-                        .await
-                }
-                None => tracing::error!("imap listener without imap settings"),
-            },
-            Protocol::Pop3 | Protocol::ManageSieve | Protocol::Submission | Protocol::Http => {
+        match (&svc.dialogue, protocol) {
+            (_, Protocol::Smtp | Protocol::Lmtp) => {
+                passthrough::serve(&svc, stream, peer, local).await
+            }
+            (Some(DialogueSettings::Imap(s)), _) => {
+                let dialogue = imap::Machine::new(Arc::clone(s));
+                session::serve::<_, imap::ImapBackend>(&svc, dialogue, stream, peer, local, id)
+                    .await
+            }
+            (Some(DialogueSettings::Pop3(s)), _) => {
+                let dialogue = pop3::Machine::new(Arc::clone(s));
+                session::serve::<_, pop3::Pop3Backend>(&svc, dialogue, stream, peer, local, id)
+                    .await
+            }
+            (Some(DialogueSettings::ManageSieve(s)), _) => {
+                let dialogue = managesieve::Machine::new(Arc::clone(s));
+                session::serve::<_, managesieve::ManageSieveBackend>(
+                    &svc, dialogue, stream, peer, local, id,
+                )
+                .await
+            }
+            (Some(DialogueSettings::Submission(s)), _) => {
+                let dialogue = submission::Machine::new(Arc::clone(s));
+                session::serve::<_, submission::SubmissionBackend>(
+                    &svc, dialogue, stream, peer, local, id,
+                )
+                .await
+            }
+            (None, _) => {
                 tracing::error!(protocol = %protocol, "protocol not implemented");
             }
         }

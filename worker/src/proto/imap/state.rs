@@ -5,9 +5,6 @@
 use std::mem;
 use std::sync::Arc;
 
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use base64::engine::DecodePaddingMode;
-use base64::Engine as _;
 use postern_config::model::{ImapCapabilities, Listener, TlsMode};
 
 use super::command::{
@@ -16,20 +13,11 @@ use super::command::{
 use super::reply;
 use crate::proto::dialogue::{Action, Credentials, Dialogue, LoginRequest, Outcome, Rejection};
 use crate::proto::grammar::{Limits, MAX_LINE_BYTES, MAX_LITERAL_BYTES};
+use crate::proto::sasl_exchange::{Exchange, Next};
 
 /// Most bytes held while a login is with the caller (what the client pipelined behind
 /// its auth command). A client that sends more is closed.
 pub const MAX_HELD_BYTES: usize = MAX_LINE_BYTES + MAX_LITERAL_BYTES;
-
-/// SASL LOGIN prompts (draft-murchison-sasl-login): `Username:` and `Password:`.
-const USERNAME_PROMPT: &str = "VXNlcm5hbWU6";
-const PASSWORD_PROMPT: &str = "UGFzc3dvcmQ6";
-
-/// Base64 as clients send it: standard alphabet, padding optional.
-const BASE64: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::STANDARD,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
 
 /// What one listener's IMAP dialogue needs; built once per listener and shared.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,17 +64,7 @@ enum State {
 
 struct ExpectSaslResponse {
     tag: Tag,
-    mechanism: Mechanism,
-    step: SaslStep,
-}
-
-enum SaslStep {
-    /// The single response of PLAIN, OAUTHBEARER, XOAUTH2.
-    Response,
-    /// SASL LOGIN, after `Username:`.
-    LoginUsername,
-    /// SASL LOGIN, after `Password:`.
-    LoginPassword { user: Redacted<Vec<u8>> },
+    exchange: Exchange,
 }
 
 struct AwaitingOutcome {
@@ -481,39 +459,30 @@ impl Machine {
             out.push(Action::Reply(reply::privacy_required(&tag)));
             return;
         }
-        let Some(initial_response) = initial_response else {
-            let (prompt, step) = match mechanism {
-                Mechanism::Login => (reply::challenge(USERNAME_PROMPT), SaslStep::LoginUsername),
-                _ => (reply::continuation(), SaslStep::Response),
-            };
-            out.push(Action::Reply(prompt));
-            self.state = State::ExpectSaslResponse(ExpectSaslResponse {
-                tag,
+        let initial = initial_response.as_ref().map(|r| r.expose().as_slice());
+        self.on_exchange(tag, Exchange::start(mechanism, initial), rest, out);
+    }
+
+    /// The next step of an `AUTHENTICATE` exchange.
+    fn on_exchange(&mut self, tag: Tag, next: Next, rest: &[u8], out: &mut Vec<Action>) {
+        match next {
+            Next::Challenge(exchange, prompt) => {
+                out.push(Action::Reply(if prompt.is_empty() {
+                    reply::continuation()
+                } else {
+                    reply::challenge(prompt)
+                }));
+                self.state = State::ExpectSaslResponse(ExpectSaslResponse { tag, exchange });
+            }
+            Next::Done {
                 mechanism,
-                step,
-            });
-            return;
-        };
-        // RFC 4959: SASL-IR, `=` for an empty response.
-        let Some(response) = decode_base64(initial_response.expose()) else {
-            out.push(Action::Reply(reply::invalid_base64(&tag)));
-            self.count_failure(out);
-            return;
-        };
-        if mechanism == Mechanism::Login {
-            // SASL LOGIN's initial response is the user name.
-            out.push(Action::Reply(reply::challenge(PASSWORD_PROMPT)));
-            self.state = State::ExpectSaslResponse(ExpectSaslResponse {
-                tag,
-                mechanism,
-                step: SaslStep::LoginPassword {
-                    user: Redacted::new(response),
-                },
-            });
-            return;
+                credentials,
+            } => self.login(tag, mechanism, credentials, false, rest, out),
+            Next::InvalidBase64 => {
+                out.push(Action::Reply(reply::invalid_base64(&tag)));
+                self.count_failure(out);
+            }
         }
-        let credentials = Credentials::Response(Redacted::new(response));
-        self.login(tag, mechanism, credentials, false, rest, out);
     }
 
     fn on_sasl_response(&mut self, response: SaslResponse, rest: &[u8], out: &mut Vec<Action>) {
@@ -522,48 +491,14 @@ impl Machine {
         else {
             return;
         };
-        let ExpectSaslResponse {
-            tag,
-            mechanism,
-            step,
-        } = expect;
-        let text = match response {
+        let ExpectSaslResponse { tag, exchange } = expect;
+        match response {
             SaslResponse::Abort => {
                 // RFC 9051 §6.2.2: a tagged BAD; a cancel is not a failed attempt.
                 out.push(Action::Reply(reply::authentication_cancelled(&tag)));
-                return;
             }
-            SaslResponse::Data(text) => text,
-        };
-        let Some(data) = decode_base64(text.expose()) else {
-            out.push(Action::Reply(reply::invalid_base64(&tag)));
-            self.count_failure(out);
-            return;
-        };
-        let data = Redacted::new(data);
-        match step {
-            SaslStep::Response => self.login(
-                tag,
-                mechanism,
-                Credentials::Response(data),
-                false,
-                rest,
-                out,
-            ),
-            SaslStep::LoginUsername => {
-                out.push(Action::Reply(reply::challenge(PASSWORD_PROMPT)));
-                self.state = State::ExpectSaslResponse(ExpectSaslResponse {
-                    tag,
-                    mechanism,
-                    step: SaslStep::LoginPassword { user: data },
-                });
-            }
-            SaslStep::LoginPassword { user } => {
-                let credentials = Credentials::UserPassword {
-                    user,
-                    password: data,
-                };
-                self.login(tag, mechanism, credentials, false, rest, out);
+            SaslResponse::Data(text) => {
+                self.on_exchange(tag, exchange.respond(text.expose()), rest, out)
             }
         }
     }
@@ -604,14 +539,6 @@ impl Machine {
             pipelined: Redacted::new(rest.to_vec()),
         }));
     }
-}
-
-/// Lenient base64 (padding optional); a lone `=` is the empty response (RFC 4959).
-fn decode_base64(text: &[u8]) -> Option<Vec<u8>> {
-    if text == b"=" {
-        return Some(Vec::new());
-    }
-    BASE64.decode(text).ok()
 }
 
 impl Dialogue for Machine {
