@@ -19,7 +19,7 @@ set -euo pipefail
 PACKAGES=(
     # the real backend
     dovecot-core dovecot-lmtpd dovecot-imapd dovecot-pop3d dovecot-submissiond
-    dovecot-managesieved dovecot-sieve
+    dovecot-managesieved dovecot-sieve sieve-connect
     # real clients and tools the tests and the demo call
     python3 curl openssl iproute2 procps util-linux ca-certificates
     # systemd-socket-activate, the real activator for the socket-activation test
