@@ -16,6 +16,7 @@ pub mod sandbox;
 pub mod sasl;
 pub mod services;
 pub mod side;
+pub mod splice;
 pub mod stream;
 #[allow(unsafe_code)]
 mod sys;

@@ -10,9 +10,9 @@
 //!   backpressured writer did not take are copied to the heap, and that copy is freed
 //!   once written.
 //!
-//! The two streams are any `AsyncRead + AsyncWrite`, so TLS on either side works. A
-//! zero-copy `splice(2)` path for two plain TCP sockets can be added beside [`relay`]
-//! with the same [`Relayed`] result. This module never logs payload bytes.
+//! The two streams are any `AsyncRead + AsyncWrite`, so TLS on either side works. Two
+//! plain TCP sockets go through [`crate::splice::relay_tcp`] instead (zero-copy, same
+//! [`Relayed`] result). This module never logs payload bytes.
 
 use std::future::Future;
 use std::io;

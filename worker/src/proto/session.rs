@@ -37,6 +37,7 @@ use crate::proxy_in::{self, Rewound};
 use crate::sasl::{self, Credentials};
 use crate::services::Services;
 use crate::side::Side;
+use crate::splice;
 use crate::stream::MaybeTls;
 use crate::upstream::{BackendStream, DialError};
 
@@ -397,7 +398,7 @@ impl Handoff {
         let idle = svc.config().server.bridge_idle;
         let relayed = match (client, stream) {
             (MaybeTls::Plain(client), MaybeTls::Plain(backend)) => {
-                pipe::relay(client, backend, to_backend, idle).await
+                splice::relay_tcp(client, backend, to_backend, idle).await
             }
             (client, backend) => pipe::relay(client, backend, to_backend, idle).await,
         };
