@@ -1,6 +1,7 @@
 //! Clients the tests drive postern with: a line client with per-read timeouts and typed
-//! asserts, and wrappers around real client programs (Python's `smtplib.LMTP`,
-//! `openssl s_client`).
+//! asserts, an IMAP client over plain TCP or TLS ([`ImapClient`]: tags, literals both
+//! ways, STARTTLS upgrades), and wrappers around real client programs (Python's
+//! `smtplib.LMTP`, `openssl s_client`).
 //!
 //! Every socket read here has a timeout, so no test can hang on a silent peer.
 
@@ -353,6 +354,12 @@ pub fn tls_connect(
     server_name: &str,
     ca_pem: &Path,
 ) -> Result<TlsStream, String> {
+    tls_upgrade(connect(addr), server_name, ca_pem).map_err(|e| format!("{addr}: {e}"))
+}
+
+/// Starts TLS on an already connected socket (after a STARTTLS exchange), verifying the
+/// server's certificate for `server_name` against `ca_pem` only.
+pub fn tls_upgrade(sock: TcpStream, server_name: &str, ca_pem: &Path) -> Result<TlsStream, String> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, ServerName};
     use std::sync::Arc;
@@ -374,13 +381,299 @@ pub fn tls_connect(
         ServerName::try_from(server_name.to_string()).map_err(|e| format!("server name: {e}"))?;
     let conn = rustls::ClientConnection::new(Arc::new(config), name)
         .map_err(|e| format!("client: {e}"))?;
-    let mut tls = rustls::StreamOwned::new(conn, connect(addr));
+    let mut tls = rustls::StreamOwned::new(conn, sock);
     while tls.conn.is_handshaking() {
         tls.conn
             .complete_io(&mut tls.sock)
-            .map_err(|e| format!("TLS handshake with {addr} for {server_name}: {e}"))?;
+            .map_err(|e| format!("TLS handshake for {server_name}: {e}"))?;
     }
     Ok(tls)
+}
+
+/// Connects to `addr` from the local address `source` (port picked by the kernel), with
+/// the same timeouts as [`connect`]. On Linux every 127.0.0.0/8 address is local, so a
+/// test can appear to come from 127.0.0.2.
+pub fn connect_from(source: std::net::IpAddr, addr: SocketAddr) -> TcpStream {
+    // std cannot bind before connecting; tokio's TcpSocket can, then hands the socket back.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .expect("tokio runtime");
+    let s = rt
+        .block_on(async {
+            let sock = if addr.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            sock.bind(SocketAddr::new(source, 0))?;
+            let stream = tokio::time::timeout(IO_TIMEOUT, sock.connect(addr))
+                .await
+                .map_err(|_| std::io::Error::new(ErrorKind::TimedOut, "connect timed out"))??;
+            let std = stream.into_std()?;
+            std.set_nonblocking(false)?;
+            Ok::<_, std::io::Error>(std)
+        })
+        .unwrap_or_else(|e| panic!("connect {addr} from {source}: {e}"));
+    s.set_read_timeout(Some(IO_TIMEOUT)).expect("read timeout");
+    s.set_write_timeout(Some(IO_TIMEOUT))
+        .expect("write timeout");
+    s.set_nodelay(true).expect("nodelay");
+    s
+}
+
+/// One IMAP response line as [`ImapClient`] read it: the text with each literal's
+/// `{n}` marker kept and its bytes taken out into `literals`, in order.
+#[derive(Debug, Clone)]
+pub struct ImapLine {
+    pub text: String,
+    pub literals: Vec<Vec<u8>>,
+}
+
+/// Everything the server sent for one tagged command: untagged and continuation lines,
+/// then the tagged completion (CRLF stripped).
+#[derive(Debug, Clone)]
+pub struct ImapResponse {
+    pub untagged: Vec<ImapLine>,
+    pub tagged: String,
+}
+
+impl ImapResponse {
+    /// Asserts the completion is `<tag> OK`; returns self.
+    pub fn ok(self) -> Self {
+        let status = self.tagged.split(' ').nth(1).unwrap_or("");
+        assert!(
+            status == "OK",
+            "expected OK, got {:?} after {:?}",
+            self.tagged,
+            self.texts()
+        );
+        self
+    }
+    /// The untagged lines' texts.
+    pub fn texts(&self) -> Vec<&str> {
+        self.untagged.iter().map(|l| l.text.as_str()).collect()
+    }
+    /// Whether some untagged line contains `needle`.
+    pub fn has_untagged(&self, needle: &str) -> bool {
+        self.untagged.iter().any(|l| l.text.contains(needle))
+    }
+}
+
+/// A small IMAP client over any stream (plain TCP or TLS): tagged commands, literals in
+/// both directions, raw writes for pipelining. Reads are bounded by the socket's
+/// timeouts, so a silent server fails the test instead of hanging it.
+pub struct ImapClient<S: Read + Write> {
+    pub stream: S,
+    buf: Vec<u8>,
+}
+
+impl ImapClient<TcpStream> {
+    /// Connects over plain TCP (timeouts as [`connect`]).
+    pub fn connect(addr: SocketAddr) -> ImapClient<TcpStream> {
+        ImapClient::new(connect(addr))
+    }
+
+    /// Hands back the socket for a TLS upgrade; panics if the server sent bytes the
+    /// client has not read (they would be lost across the upgrade).
+    pub fn into_tcp(self) -> TcpStream {
+        assert!(
+            self.buf.is_empty(),
+            "unread bytes before the TLS upgrade: {:?}",
+            String::from_utf8_lossy(&self.buf)
+        );
+        self.stream
+    }
+}
+
+impl<S: Read + Write> ImapClient<S> {
+    pub fn new(stream: S) -> ImapClient<S> {
+        ImapClient {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Reads the greeting line and asserts it is `* OK`.
+    pub fn greeting(&mut self) -> String {
+        let line = self.read_line();
+        assert!(line.starts_with("* OK"), "greeting: {line:?}");
+        line
+    }
+
+    fn fill(&mut self) -> std::io::Result<bool> {
+        let mut chunk = [0u8; 64 * 1024];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Ok(false),
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One raw line with its CRLF stripped, `Ok(None)` at EOF.
+    pub fn try_read_raw_line(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        let mut from = 0;
+        loop {
+            if let Some(pos) = self.buf[from..].windows(2).position(|w| w == b"\r\n") {
+                let end = from + pos;
+                let line: Vec<u8> = self.buf.drain(..end + 2).take(end).collect();
+                return Ok(Some(line));
+            }
+            from = self.buf.len().saturating_sub(1);
+            if !self.fill()? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// One line (lossy UTF-8, CRLF stripped); panics on EOF or timeout.
+    pub fn read_line(&mut self) -> String {
+        match self.try_read_raw_line() {
+            Ok(Some(l)) => String::from_utf8_lossy(&l).into_owned(),
+            Ok(None) => panic!(
+                "IMAP server closed before a full line; partial {:?}",
+                String::from_utf8_lossy(&self.buf)
+            ),
+            Err(e) => panic!("IMAP read: {e}"),
+        }
+    }
+
+    /// Exactly `n` bytes.
+    pub fn read_exact_bytes(&mut self, n: usize) -> Vec<u8> {
+        while self.buf.len() < n {
+            match self.fill() {
+                Ok(true) => {}
+                Ok(false) => panic!("IMAP server closed inside a {n}-byte literal"),
+                Err(e) => panic!("IMAP read inside a {n}-byte literal: {e}"),
+            }
+        }
+        self.buf.drain(..n).collect()
+    }
+
+    /// One response line, literals included (`{n}` at a line's end is followed by n
+    /// bytes, then the line goes on).
+    pub fn read_response_line(&mut self) -> ImapLine {
+        let mut text = String::new();
+        let mut literals = Vec::new();
+        loop {
+            let part = self.read_line();
+            text.push_str(&part);
+            match literal_len(&part) {
+                Some(n) => literals.push(self.read_exact_bytes(n)),
+                None => return ImapLine { text, literals },
+            }
+        }
+    }
+
+    /// Reads response lines up to the one tagged `tag`.
+    pub fn read_tagged(&mut self, tag: &str) -> ImapResponse {
+        let prefix = format!("{tag} ");
+        let mut untagged = Vec::new();
+        loop {
+            let line = self.read_response_line();
+            if line.text.starts_with(&prefix) {
+                return ImapResponse {
+                    untagged,
+                    tagged: line.text,
+                };
+            }
+            untagged.push(line);
+        }
+    }
+
+    /// Sends `<tag> <command>` and reads its response.
+    pub fn command(&mut self, tag: &str, command: &str) -> ImapResponse {
+        self.send(&format!("{tag} {command}"));
+        self.read_tagged(tag)
+    }
+
+    /// Sends `line` and CRLF.
+    pub fn send(&mut self, line: &str) {
+        self.send_raw(format!("{line}\r\n").as_bytes());
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("IMAP write");
+        self.stream.flush().expect("IMAP flush");
+    }
+
+    /// `LOGIN` with quoted strings; returns the response without judging it.
+    pub fn login(&mut self, tag: &str, user: &str, password: &str) -> ImapResponse {
+        self.command(tag, &format!("LOGIN {} {}", quote(user), quote(password)))
+    }
+
+    /// APPENDs `message` to `mailbox` with a synchronising literal (waits for `+`).
+    pub fn append(&mut self, tag: &str, mailbox: &str, message: &[u8]) -> ImapResponse {
+        self.send(&format!(
+            "{tag} APPEND {} {{{}}}",
+            quote(mailbox),
+            message.len()
+        ));
+        let cont = self.read_line();
+        assert!(
+            cont.starts_with('+'),
+            "expected a continuation for the APPEND literal, got {cont:?}"
+        );
+        self.send_raw(message);
+        self.send_raw(b"\r\n");
+        self.read_tagged(tag)
+    }
+
+    /// `FETCH <seq> BODY.PEEK[]` and the message's bytes.
+    pub fn fetch_body(&mut self, tag: &str, seq: u32) -> Vec<u8> {
+        let r = self.command(tag, &format!("FETCH {seq} BODY.PEEK[]")).ok();
+        let line = r
+            .untagged
+            .iter()
+            .find(|l| l.text.starts_with(&format!("* {seq} FETCH")) && !l.literals.is_empty())
+            .unwrap_or_else(|| panic!("no FETCH literal in {:?}", r.texts()));
+        line.literals[0].clone()
+    }
+}
+
+/// The length of the literal `{n}` or `{n+}` ending `line`, if any.
+pub fn literal_len(line: &str) -> Option<usize> {
+    let inner = line.strip_suffix('}')?;
+    let open = inner.rfind('{')?;
+    let digits = inner[open + 1..].trim_end_matches('+');
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// An IMAP quoted string.
+pub fn quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Base64 (standard alphabet, padded), for SASL payloads.
+pub fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// The DER of the leaf certificate the server presented.

@@ -5,6 +5,8 @@
 //! `{PLAIN}` passwords, maildirs under the directory), picks free loopback ports for
 //! every service asked for, runs `dovecot -F -c <conf>` as a child and waits until each
 //! port answers. Dropping it sends SIGTERM to that child's PID and waits for it.
+//! With a certificate ([`DovecotOpts::tls`]) the plain ports offer STARTTLS, and
+//! [`DovecotOpts::imaps`] adds an implicit-TLS IMAP port.
 //!
 //! It never touches the system Dovecot: no file under `/etc/dovecot` is read and no
 //! default port is used. It needs root (Dovecot switches to the mail account itself);
@@ -43,6 +45,8 @@ pub struct DovecotOpts {
     pub haproxy_trusted: Option<String>,
     /// Enable TLS with this certificate (STARTTLS on the plain ports).
     pub tls: Option<Leaf>,
+    /// Also an implicit-TLS IMAP listener (`imaps`); needs `tls`.
+    pub imaps: bool,
     /// Extra lines appended to `dovecot.conf`.
     pub extra_conf: String,
 }
@@ -57,6 +61,7 @@ impl Default for DovecotOpts {
             submission_relay: None,
             haproxy_trusted: None,
             tls: None,
+            imaps: false,
             extra_conf: String::new(),
         }
     }
@@ -83,6 +88,24 @@ impl DovecotOpts {
         self.haproxy_trusted = Some(trusted.into());
         self
     }
+    /// TLS with `leaf`: STARTTLS on the plain ports.
+    pub fn tls(mut self, leaf: Leaf) -> Self {
+        self.tls = Some(leaf);
+        self
+    }
+    /// An implicit-TLS IMAP port as well ([`Dovecot::imaps`]); set [`DovecotOpts::tls`] too.
+    pub fn imaps(mut self) -> Self {
+        self.imaps = true;
+        self
+    }
+    /// Appends `lines` to `dovecot.conf`.
+    pub fn extra(mut self, lines: &str) -> Self {
+        self.extra_conf.push_str(lines);
+        if !self.extra_conf.ends_with('\n') {
+            self.extra_conf.push('\n');
+        }
+        self
+    }
 }
 
 /// A running private Dovecot.
@@ -92,6 +115,8 @@ pub struct Dovecot {
     pub conf: PathBuf,
     pub lmtp: SocketAddr,
     pub imap: Option<SocketAddr>,
+    /// The implicit-TLS IMAP port, when [`DovecotOpts::imaps`] asked for one.
+    pub imaps: Option<SocketAddr>,
     pub pop3: Option<SocketAddr>,
     pub managesieve: Option<SocketAddr>,
     pub submission: Option<SocketAddr>,
@@ -104,6 +129,10 @@ impl Dovecot {
             super::skip(test, "a private Dovecot needs root");
             return None;
         }
+        assert!(
+            !opts.imaps || opts.tls.is_some(),
+            "DovecotOpts::imaps needs a certificate (DovecotOpts::tls)"
+        );
         if !Path::new(DOVECOT_BIN).exists() {
             super::skip(
                 test,
@@ -147,6 +176,7 @@ impl Dovecot {
         for attempt in 1..=START_ATTEMPTS {
             let lmtp = loopback(super::free_port());
             let imap = opts.imap.then(|| loopback(super::free_port()));
+            let imaps = opts.imaps.then(|| loopback(super::free_port()));
             let pop3 = opts.pop3.then(|| loopback(super::free_port()));
             let managesieve = opts.managesieve.then(|| loopback(super::free_port()));
             let submission = opts.submission_relay.map(|_| loopback(super::free_port()));
@@ -159,6 +189,7 @@ impl Dovecot {
                 mail_gid,
                 lmtp,
                 imap,
+                imaps,
                 pop3,
                 managesieve,
                 submission,
@@ -182,12 +213,13 @@ impl Dovecot {
                 conf,
                 lmtp,
                 imap,
+                imaps,
                 pop3,
                 managesieve,
                 submission,
             };
 
-            let ports: Vec<SocketAddr> = [Some(lmtp), imap, pop3, managesieve, submission]
+            let ports: Vec<SocketAddr> = [Some(lmtp), imap, imaps, pop3, managesieve, submission]
                 .into_iter()
                 .flatten()
                 .collect();
@@ -246,6 +278,20 @@ impl Dovecot {
         let read =
             |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
         format!("{}{}", read("dovecot.log"), read("dovecot.stderr"))
+    }
+
+    /// Waits until Dovecot's log contains `needle`; returns the whole log.
+    pub fn wait_log(&self, needle: &str, deadline: Duration) -> String {
+        match super::poll_until(deadline, || {
+            let log = self.log();
+            log.contains(needle).then_some(log)
+        }) {
+            Some(log) => log,
+            None => panic!(
+                "dovecot never logged {needle:?} within {deadline:?}:\n{}",
+                self.log()
+            ),
+        }
     }
 
     /// Messages delivered to `user`'s INBOX (`new/` and `cur/`), oldest name first.
@@ -311,13 +357,14 @@ fn render_conf(
     mail_gid: u32,
     lmtp: SocketAddr,
     imap: Option<SocketAddr>,
+    imaps: Option<SocketAddr>,
     pop3: Option<SocketAddr>,
     managesieve: Option<SocketAddr>,
     submission: Option<SocketAddr>,
 ) -> String {
     let r = root.display();
     let mut protocols = vec!["lmtp"];
-    if imap.is_some() {
+    if imap.is_some() || imaps.is_some() {
         protocols.push("imap");
     }
     if pop3.is_some() {
@@ -387,7 +434,7 @@ service imap-login {{
     port = {imap_port}{haproxy}
   }}
   inet_listener imaps {{
-    port = 0
+    port = {imaps_port}{imaps_ssl}{haproxy}
   }}
 }}
 service pop3-login {{
@@ -412,6 +459,12 @@ service submission-login {{
         protocols = protocols.join(" "),
         lmtp_port = lmtp.port(),
         imap_port = imap.map_or(0, |a| a.port()),
+        imaps_port = imaps.map_or(0, |a| a.port()),
+        imaps_ssl = if imaps.is_some() {
+            "\n    ssl = yes"
+        } else {
+            ""
+        },
         pop3_port = pop3.map_or(0, |a| a.port()),
         sieve_port = managesieve.map_or(0, |a| a.port()),
         submission_port = submission.map_or(0, |a| a.port()),

@@ -366,6 +366,20 @@ impl TestConfig {
         self
     }
 
+    /// Routes accounts without a mapping to `name`, and drops the SMTP pass-through
+    /// target (for configs without SMTP or LMTP listeners).
+    pub fn default_destination(mut self, name: &str) -> Self {
+        self.default_destination = name.into();
+        self.passthrough_destination = None;
+        self
+    }
+
+    /// Writes the mapping file (`mappings.txt` in the test's directory) now.
+    pub fn mappings(self, lines: &str) -> Self {
+        super::write_file(&self.dir.join("mappings.txt"), lines);
+        self
+    }
+
     /// Any other table, verbatim.
     pub fn raw(mut self, toml: &str) -> Self {
         self.tables.push(format!("{}\n", toml.trim()));
