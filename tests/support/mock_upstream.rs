@@ -2,7 +2,9 @@
 //! record exactly which bytes postern sent (PROXY headers included), close mid-dialogue,
 //! or hold a half-closed stream.
 //!
-//! Each accepted connection runs the same script, step by step, on its own thread.
+//! Each accepted connection runs the same script, step by step, on its own thread
+//! (or, with [`MockBuilder::then_connection`], connection `i` runs the `i`-th script and
+//! later connections the last one).
 //! Every byte read from a connection is appended to that connection's record as soon as
 //! it arrives, so tests can poll a record while the connection is still open.
 //!
@@ -40,6 +42,9 @@ pub enum Step {
     ShutdownWrite,
     /// Close the connection now (the script ends here).
     Close,
+    /// Read (and record) until one more CRLF-terminated line arrived after what earlier
+    /// `ReadLine`, `ReadUntil` and `ReadTotal` steps consumed (or until EOF).
+    ReadLine,
 }
 
 /// What one accepted connection looked like.
@@ -61,6 +66,10 @@ pub struct ConnRecord {
 pub struct MockBuilder {
     steps: Vec<Step>,
     v6: bool,
+    /// Scripts of earlier connections, set aside by [`MockBuilder::then_connection`].
+    earlier: Vec<Vec<Step>>,
+    /// Port to bind instead of 0.
+    port: u16,
 }
 
 impl MockBuilder {
@@ -89,6 +98,23 @@ impl MockBuilder {
     pub fn close(self) -> Self {
         self.step(Step::Close)
     }
+    pub fn read_line(self) -> Self {
+        self.step(Step::ReadLine)
+    }
+
+    /// Ends the script of the current connection: the steps added after this call are
+    /// the next connection's. Connections past the last script run the last one.
+    pub fn then_connection(mut self) -> Self {
+        self.earlier.push(std::mem::take(&mut self.steps));
+        self
+    }
+
+    /// Binds this port instead of a free one (for a backend that must appear at an
+    /// address postern already knows).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
 
     /// Listens on `[::1]:0` instead of `127.0.0.1:0`.
     pub fn ipv6(mut self) -> Self {
@@ -98,14 +124,21 @@ impl MockBuilder {
 
     /// Binds, starts the accept thread and returns the running backend.
     pub fn start(self) -> MockUpstream {
-        let bind = if self.v6 { "[::1]:0" } else { "127.0.0.1:0" };
-        let listener = TcpListener::bind(bind).expect("bind mock upstream");
+        let bind = if self.v6 {
+            format!("[::1]:{}", self.port)
+        } else {
+            format!("127.0.0.1:{}", self.port)
+        };
+        let listener = TcpListener::bind(&bind)
+            .unwrap_or_else(|e| panic!("bind mock upstream on {bind}: {e}"));
         listener
             .set_nonblocking(true)
             .expect("nonblocking listener");
         let addr = listener.local_addr().expect("mock addr");
         let shared = Arc::new(Shared::default());
-        let steps = Arc::new(self.steps);
+        let mut scripts = self.earlier;
+        scripts.push(self.steps);
+        let steps = Arc::new(scripts);
         let accept_shared = shared.clone();
         let accept = std::thread::spawn(move || accept_loop(listener, steps, accept_shared));
         MockUpstream {
@@ -223,7 +256,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn accept_loop(listener: TcpListener, steps: Arc<Vec<Step>>, shared: Arc<Shared>) {
+fn accept_loop(listener: TcpListener, steps: Arc<Vec<Vec<Step>>>, shared: Arc<Shared>) {
     while !shared.stop.load(Ordering::SeqCst) {
         match listener.accept() {
             Ok((stream, peer)) => {
@@ -241,7 +274,10 @@ fn accept_loop(listener: TcpListener, steps: Arc<Vec<Step>>, shared: Arc<Shared>
                 lock(&shared.sockets).push(stream.try_clone().ok());
                 let steps = steps.clone();
                 let conn_shared = shared.clone();
-                let t = std::thread::spawn(move || run_script(stream, idx, &steps, &conn_shared));
+                let t = std::thread::spawn(move || {
+                    let script = &steps[idx.min(steps.len() - 1)];
+                    run_script(stream, idx, script, &conn_shared)
+                });
                 lock(&shared.threads).push(t);
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
@@ -254,6 +290,8 @@ fn accept_loop(listener: TcpListener, steps: Arc<Vec<Step>>, shared: Arc<Shared>
 
 fn run_script(mut stream: TcpStream, idx: usize, steps: &[Step], shared: &Shared) {
     let result = (|| -> std::io::Result<()> {
+        // How far ReadLine (and the steps that read to a known point) consumed.
+        let mut consumed = 0usize;
         for step in steps {
             match step {
                 Step::Send(bytes) => stream.write_all(bytes)?,
@@ -263,10 +301,31 @@ fn run_script(mut stream: TcpStream, idx: usize, steps: &[Step], shared: &Shared
                             break;
                         }
                     }
+                    consumed = consumed.max(*n);
                 }
-                Step::ReadUntil(marker) => loop {
-                    if lock(&shared.conns)[idx].received.ends_with(marker) {
+                Step::ReadLine => loop {
+                    let end = {
+                        let conns = lock(&shared.conns);
+                        let got = &conns[idx].received;
+                        got.get(consumed..)
+                            .and_then(|rest| rest.windows(2).position(|w| w == b"\r\n"))
+                            .map(|pos| consumed + pos + 2)
+                    };
+                    if let Some(end) = end {
+                        consumed = end;
                         break;
+                    }
+                    if read_some(&mut stream, idx, shared)?.is_none() {
+                        break;
+                    }
+                },
+                Step::ReadUntil(marker) => loop {
+                    {
+                        let conns = lock(&shared.conns);
+                        if conns[idx].received.ends_with(marker) {
+                            consumed = conns[idx].received.len();
+                            break;
+                        }
                     }
                     if read_some(&mut stream, idx, shared)?.is_none() {
                         break;

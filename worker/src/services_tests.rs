@@ -221,8 +221,7 @@ async fn required_proxy_from_untrusted_peer_is_closed() {
 #[tokio::test]
 async fn protocols_not_implemented_yet_are_closed() {
     let mut hello = hello_for(Protocol::Smtp, TlsMode::Plain, 1, Forwarding::None);
-    hello.config.listeners[0].protocol = Protocol::Pop3;
-    hello.material.mapping = Some(postern_config::material::MappingTable::new());
+    hello.config.listeners[0].protocol = Protocol::Http;
     let proxy = start_proxy(Services::new(&hello).expect("services")).await;
     let mut client = TcpStream::connect(proxy).await.expect("connect");
     let mut got = Vec::new();

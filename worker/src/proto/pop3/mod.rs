@@ -1,92 +1,55 @@
-//! POP3 front door up to authentication. STUB: the dialogue answers nothing and
-//! closes; the real one replaces this module (issue 4).
+//! POP3 front door up to authentication (reference §5 "POP3", §8; DESIGN.md decisions).
+//!
+//! postern answers the AUTHORIZATION state itself: greeting, CAPA, NOOP, UTF8, QUIT,
+//! STLS, USER/PASS and AUTH (PLAIN, OAUTHBEARER, XOAUTH2, and LOGIN when listed in
+//! `sasl`; APOP is refused), then routes the login, replays it on the account's backend
+//! and relays. The parts:
+//!
+//! - [`command`] (line framing and parsing), [`reply`] (every wire string) and the
+//!   sans-IO [`state::Machine`]: no I/O, no clocks, no SASL decoding (identifiers and
+//!   tokens are `sasl`'s). The machine hands out the client's credentials as an
+//!   `Action::Login`; `USER`/`PASS` goes out as a password login, replayed as PLAIN.
+//! - [`backend`]: the backend's side, establishment (greeting, STLS, XCLIENT) and the
+//!   replay as `AUTH <MECH> <base64>`.
+//!
+//! [`crate::proto::session`] drives both: sockets, `preauth_timeout`, the STLS upgrade,
+//! routing, and the hand-off to the relay.
+//!
+//! None of them logs a credential.
+//!
+//! ```text
+//!   greeting ──▶ Authorization ◀───────────────────────────────────────┐
+//!                 │  │  │  CAPA, NOOP, UTF8, USER, AUTH (list),        │
+//!       STLS      │  │  │  refusals (-ERR) ⟲                           │ failure (counted),
+//!   ┌─────────────┘  │  └─ AUTH without initial response,              │ unavailable,
+//!   ▼                │     SASL LOGIN                                  │ cancel "*"
+//! AwaitingTls        │          │ "+ " / "+ <prompt>"                  │
+//!   │ on_tls_        │          ▼                                      │
+//!   │ established    │    ExpectSaslResponse ──"*", bad base64────────▶┤
+//!   └──▶ Author.     │          │ base64 line                          │
+//!   (USER forgotten) │ PASS,    ▼                                      │
+//!                    └─ AUTH+IR ─▶ AwaitingOutcome ──Failure/Rejected──┘
+//!                                   │ (Action::Login)
+//!                                   │ Success
+//!                                   ▼
+//!                             Authenticated (Action::Splice: the caller relays)
+//!
+//!   QUIT, max_auth_attempts reached, data after STLS,
+//!   unsafe identifier ───────────────────────────────────────────▶ Closed
+//! ```
+//!
+//! RFCs: RFC 1939 (POP3) §3 (commands, multi-line answers), §4 (AUTHORIZATION state),
+//! §7 (USER, PASS, APOP); RFC 2449 (CAPA, RESP-CODES, PIPELINING, 255-octet command
+//! lines); RFC 2595 §4 (STLS); RFC 5034 (SASL AUTH, `+ ` challenges, `*` cancel, `=`);
+//! RFC 6856 (UTF8).
 
-use std::io;
-use std::sync::Arc;
+pub mod backend;
+pub mod command;
+pub mod reply;
+pub mod state;
+#[cfg(test)]
+mod tests;
 
-use postern_config::model::{Config, Listener, Protocol};
-
-use crate::proto::dialogue::{
-    Action, Backend, ClientIdentity, Dialogue, LoginRequest, Outcome, Rejection, Replay,
-};
-use crate::sasl::Credentials;
-use crate::upstream::{Connected, DialError};
-
-/// What one listener's POP3 dialogue needs; built once per listener and shared.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {}
-
-impl Settings {
-    pub fn new(_config: &Config, _listener: &Listener) -> Settings {
-        Settings {}
-    }
-}
-
-/// One client connection's POP3 dialogue up to authentication.
-pub struct Machine {
-    closed: bool,
-}
-
-impl Machine {
-    pub fn new(_settings: Arc<Settings>) -> Machine {
-        Machine { closed: false }
-    }
-}
-
-impl Dialogue for Machine {
-    fn greeting(&self) -> Vec<u8> {
-        Vec::new()
-    }
-    fn on_bytes(&mut self, _bytes: &[u8]) -> Vec<Action> {
-        self.closed = true;
-        vec![Action::Close]
-    }
-    fn on_tls_established(&mut self) -> Vec<Action> {
-        Vec::new()
-    }
-    fn on_login_result(&mut self, _outcome: Outcome) -> Vec<Action> {
-        vec![Action::Close]
-    }
-    fn on_rejected(&mut self, _rejection: Rejection) -> Vec<Action> {
-        vec![Action::Close]
-    }
-    fn is_tls(&self) -> bool {
-        false
-    }
-    fn is_closed(&self) -> bool {
-        self.closed
-    }
-    fn state_name(&self) -> &'static str {
-        "stub"
-    }
-}
-
-/// An established POP3 backend connection, ready for the replay.
-pub struct Pop3Backend {}
-
-impl Backend for Pop3Backend {
-    const PROTOCOL: Protocol = Protocol::Pop3;
-
-    async fn establish(
-        connected: Connected,
-        _identity: &ClientIdentity,
-    ) -> Result<Pop3Backend, DialError> {
-        Err(DialError::refused(
-            connected.addr,
-            "greeting",
-            b"not implemented",
-        ))
-    }
-
-    fn is_tls(&self) -> bool {
-        false
-    }
-
-    async fn replay(
-        self,
-        _request: &LoginRequest,
-        _credentials: &Credentials,
-    ) -> io::Result<Replay> {
-        Err(io::Error::other("not implemented"))
-    }
-}
+pub use backend::Pop3Backend;
+pub use command::{Command, Mechanism, Redacted};
+pub use state::{Machine, Settings};

@@ -1,0 +1,495 @@
+//! The sans-IO POP3 AUTHORIZATION-state machine: bytes in, [`Action`]s out. It never
+//! touches a socket, a clock or randomness; the session drives it and carries out the
+//! actions. See the module doc of [`super`] for the state diagram.
+
+use std::mem;
+use std::sync::Arc;
+
+use postern_config::model::{Config, Listener, TlsMode};
+
+use super::command::{Command, Decoder, LineTooLong, Mechanism, Redacted, SaslResponse};
+use super::reply;
+use crate::proto::dialogue::{Action, Credentials, Dialogue, LoginRequest, Outcome, Rejection};
+use crate::proto::grammar::{MAX_LINE_BYTES, MAX_LITERAL_BYTES};
+use crate::proto::sasl_exchange::{Exchange, Next};
+
+/// Most bytes held while a login is with the caller (what the client pipelined behind
+/// its auth command). A client that sends more is closed.
+pub const MAX_HELD_BYTES: usize = MAX_LINE_BYTES + MAX_LITERAL_BYTES;
+
+/// What one listener's POP3 dialogue needs; built once per listener and shared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// `[capabilities.pop3] sasl`: the mechanisms advertised and accepted.
+    pub sasl: Vec<String>,
+    pub allow_plain_auth_without_tls: bool,
+    pub banner: String,
+    pub tls: TlsMode,
+    /// Counted failures before the connection closes (at least 1).
+    pub max_auth_attempts: u32,
+}
+
+impl Settings {
+    pub fn new(config: &Config, listener: &Listener) -> Settings {
+        let capabilities = &config.capabilities.pop3;
+        Settings {
+            sasl: capabilities.auth.sasl.clone(),
+            allow_plain_auth_without_tls: capabilities.auth.allow_plain_auth_without_tls,
+            banner: capabilities.banner.clone(),
+            tls: listener.tls,
+            max_auth_attempts: listener.max_auth_attempts,
+        }
+    }
+}
+
+enum State {
+    /// Reading commands (RFC 1939 AUTHORIZATION state).
+    Authorization,
+    /// Inside `AUTH`: a challenge was sent, the client's line is awaited.
+    ExpectSaslResponse(Exchange),
+    /// `+OK Begin TLS negotiation` was sent; the handshake is the caller's.
+    AwaitingTls,
+    /// A [`LoginRequest`] is with the caller; `pipelined` bytes at the front of
+    /// `Machine::input` went out with it.
+    AwaitingOutcome {
+        pipelined: usize,
+    },
+    /// The login succeeded; the caller relays from now on.
+    Authenticated,
+    Closed,
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            State::Authorization => "authorization",
+            State::ExpectSaslResponse(_) => "sasl_exchange",
+            State::AwaitingTls => "awaiting_tls",
+            State::AwaitingOutcome { .. } => "awaiting_outcome",
+            State::Authenticated => "authenticated",
+            State::Closed => "closed",
+        }
+    }
+}
+
+/// One client connection's POP3 dialogue up to authentication.
+pub struct Machine {
+    settings: Arc<Settings>,
+    state: State,
+    decoder: Decoder,
+    /// Bytes received and not yet framed (or held while a login is out).
+    input: Vec<u8>,
+    tls: bool,
+    /// The name of an accepted `USER`, waiting for `PASS`.
+    user: Option<Redacted<Vec<u8>>>,
+    failures: u32,
+}
+
+impl Machine {
+    /// A new connection. On an implicit-TLS listener the handshake is already done.
+    pub fn new(settings: Arc<Settings>) -> Machine {
+        Machine {
+            tls: settings.tls == TlsMode::Implicit,
+            settings,
+            state: State::Authorization,
+            decoder: Decoder::new(),
+            input: Vec::new(),
+            user: None,
+            failures: 0,
+        }
+    }
+
+    /// `+OK <banner>`.
+    pub fn greeting(&self) -> Vec<u8> {
+        reply::greeting(&self.settings.banner)
+    }
+
+    /// True once the client leg is encrypted.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// Failures counted toward `max_auth_attempts` so far.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// The state's name, for logs.
+    pub fn state_name(&self) -> &'static str {
+        self.state.name()
+    }
+
+    /// Client bytes held: unframed input, or what was pipelined behind a login.
+    pub fn buffered_bytes(&self) -> usize {
+        self.input.len()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// The mechanisms advertised and accepted right now.
+    pub fn mechanisms(&self) -> Vec<String> {
+        reply::mechanisms(&self.settings.sasl, self.cleartext_allowed())
+    }
+
+    /// Bytes from the client, split anywhere.
+    pub fn on_bytes(&mut self, bytes: &[u8]) -> Vec<Action> {
+        let mut out = Vec::new();
+        match self.state {
+            State::Authorization | State::ExpectSaslResponse(_) => {
+                self.input.extend_from_slice(bytes);
+                self.process(&mut out);
+            }
+            State::AwaitingOutcome { .. } => {
+                self.input.extend_from_slice(bytes);
+                if self.input.len() > MAX_HELD_BYTES {
+                    tracing::debug!(held = self.input.len(), "too much data during login");
+                    self.close(&mut out);
+                }
+            }
+            State::AwaitingTls if !bytes.is_empty() => {
+                // RFC 2595 §4: nothing may follow STLS before the handshake.
+                tracing::debug!("plaintext received after STLS");
+                self.close(&mut out);
+            }
+            State::AwaitingTls | State::Authenticated | State::Closed => {}
+        }
+        out
+    }
+
+    /// The TLS handshake after STLS completed. RFC 2595 §4: no new greeting; whatever
+    /// was learnt before (a `USER`, a partial line) is forgotten.
+    pub fn on_tls_established(&mut self) -> Vec<Action> {
+        if !matches!(self.state, State::AwaitingTls) {
+            tracing::error!(state = self.state.name(), "tls established outside stls");
+            return Vec::new();
+        }
+        self.tls = true;
+        self.decoder.reset();
+        self.input.clear();
+        self.user = None;
+        self.state = State::Authorization;
+        Vec::new()
+    }
+
+    /// How the [`Action::Login`] ended.
+    pub fn on_login_result(&mut self, outcome: Outcome) -> Vec<Action> {
+        let mut out = Vec::new();
+        let Some(pipelined) = self.take_awaiting() else {
+            return out;
+        };
+        match outcome {
+            Outcome::Success => {
+                let leftovers = self.input.get(pipelined..).unwrap_or_default().to_vec();
+                self.input = Vec::new();
+                self.state = State::Authenticated;
+                out.push(Action::Splice {
+                    leftovers: Redacted::new(leftovers),
+                });
+            }
+            Outcome::Failure { reply } => {
+                out.push(Action::Reply(
+                    reply.unwrap_or_else(reply::authentication_failed),
+                ));
+                self.count_failure(&mut out);
+                self.process(&mut out);
+            }
+            Outcome::Unavailable => {
+                out.push(Action::Reply(reply::unavailable()));
+                self.process(&mut out);
+            }
+        }
+        out
+    }
+
+    /// The caller refused the credentials of the [`Action::Login`] itself.
+    pub fn on_rejected(&mut self, rejection: Rejection) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.take_awaiting().is_none() {
+            return out;
+        }
+        match rejection {
+            Rejection::Malformed => {
+                out.push(Action::Reply(reply::malformed_credentials()));
+                self.count_failure(&mut out);
+                self.process(&mut out);
+            }
+            Rejection::UnsafeIdentifier => {
+                out.push(Action::Reply(reply::unavailable()));
+                self.close(&mut out);
+            }
+        }
+        out
+    }
+
+    /// Leaves `AwaitingOutcome` for `Authorization`, returning how many bytes were
+    /// pipelined. A result without a pending login is a caller bug, logged and ignored.
+    fn take_awaiting(&mut self) -> Option<usize> {
+        match mem::replace(&mut self.state, State::Authorization) {
+            State::AwaitingOutcome { pipelined } => Some(pipelined),
+            other => {
+                tracing::error!(state = other.name(), "login result without a pending login");
+                self.state = other;
+                None
+            }
+        }
+    }
+
+    fn cleartext_allowed(&self) -> bool {
+        self.settings.allow_plain_auth_without_tls || self.tls
+    }
+
+    fn offers_stls(&self) -> bool {
+        self.settings.tls == TlsMode::Starttls && !self.tls
+    }
+
+    fn is_listed(&self, mechanism: Mechanism) -> bool {
+        self.settings
+            .sasl
+            .iter()
+            .any(|m| m.eq_ignore_ascii_case(mechanism.name()))
+    }
+
+    fn close(&mut self, out: &mut Vec<Action>) {
+        self.state = State::Closed;
+        self.input = Vec::new();
+        self.user = None;
+        out.push(Action::Close);
+    }
+
+    /// A failure that counts toward `max_auth_attempts`; at the limit, close (the
+    /// failure's own `-ERR` is the last line the client gets).
+    fn count_failure(&mut self, out: &mut Vec<Action>) {
+        self.failures = self.failures.saturating_add(1);
+        if self.failures >= self.settings.max_auth_attempts {
+            tracing::debug!(failures = self.failures, "too many authentication failures");
+            self.close(out);
+        }
+    }
+
+    /// Frames and answers buffered input until more is needed or the state stops
+    /// reading (a login is out, STLS, closed).
+    fn process(&mut self, out: &mut Vec<Action>) {
+        let buf = mem::take(&mut self.input);
+        let mut pos = 0;
+        loop {
+            let mut input = &buf[pos..];
+            match self.state {
+                State::Authorization => {
+                    let decoded = self.decoder.decode_command(&mut input);
+                    pos = buf.len() - input.len();
+                    match decoded {
+                        Ok(None) => break,
+                        Ok(Some(command)) => self.on_command(command, &buf[pos..], out),
+                        Err(LineTooLong) => {
+                            out.push(Action::Reply(reply::line_too_long()));
+                            self.count_failure(out);
+                        }
+                    }
+                }
+                State::ExpectSaslResponse(_) => {
+                    let decoded = self.decoder.decode_response(&mut input);
+                    pos = buf.len() - input.len();
+                    match decoded {
+                        Ok(None) => break,
+                        Ok(Some(response)) => self.on_sasl_response(response, &buf[pos..], out),
+                        Err(LineTooLong) => {
+                            self.state = State::Authorization;
+                            out.push(Action::Reply(reply::line_too_long()));
+                            self.count_failure(out);
+                        }
+                    }
+                }
+                State::AwaitingTls
+                | State::AwaitingOutcome { .. }
+                | State::Authenticated
+                | State::Closed => break,
+            }
+        }
+        if !self.is_closed() {
+            self.input = buf;
+            self.input.drain(..pos);
+        }
+    }
+
+    fn on_command(&mut self, command: Command, rest: &[u8], out: &mut Vec<Action>) {
+        tracing::debug!(command = command.name(), "command");
+        match command {
+            Command::Capa => out.push(Action::Reply(reply::capa(
+                &self.mechanisms(),
+                self.cleartext_allowed(),
+                self.offers_stls(),
+            ))),
+            Command::Noop | Command::Utf8 => out.push(Action::Reply(reply::ok())),
+            Command::Quit => {
+                out.push(Action::Reply(reply::bye()));
+                self.close(out);
+            }
+            Command::Apop => out.push(Action::Reply(reply::apop_unsupported())),
+            Command::Stls if !self.offers_stls() => {
+                self.not_allowed("STLS");
+                out.push(Action::Reply(reply::stls_unavailable()));
+            }
+            Command::Stls if !rest.is_empty() => {
+                // Plaintext pipelined behind STLS could be taken for protected input
+                // after the upgrade (STYLE §3): refuse and close.
+                tracing::debug!("data pipelined after stls");
+                out.push(Action::Reply(reply::stls_pipelined()));
+                self.close(out);
+            }
+            Command::Stls => {
+                out.push(Action::Reply(reply::stls()));
+                out.push(Action::StartTls);
+                self.state = State::AwaitingTls;
+            }
+            Command::User(_) | Command::Pass(_) if !self.cleartext_allowed() => {
+                // Not counted (reference §5).
+                out.push(Action::Reply(reply::cleartext_requires_tls()));
+            }
+            Command::User(user) if user.expose().is_empty() => {
+                out.push(Action::Reply(reply::user_argument_required()));
+            }
+            Command::User(user) => {
+                self.user = Some(user);
+                out.push(Action::Reply(reply::ok()));
+            }
+            Command::Pass(password) => match self.user.take() {
+                None => out.push(Action::Reply(reply::user_required())),
+                Some(user) => {
+                    let credentials = Credentials::UserPassword { user, password };
+                    self.login(Mechanism::Login, credentials, true, rest, out);
+                }
+            },
+            Command::Auth {
+                mechanism: None, ..
+            } => out.push(Action::Reply(reply::mechanism_list(&self.mechanisms()))),
+            Command::Auth {
+                mechanism: Some(name),
+                initial_response,
+            } => self.on_auth(&name, initial_response, rest, out),
+            Command::AuthSyntax => out.push(Action::Reply(reply::auth_syntax())),
+            Command::Unknown(verb) => {
+                self.not_allowed(verb.unwrap_or("<unknown>"));
+                out.push(Action::Reply(reply::unknown_command()));
+            }
+        }
+    }
+
+    fn not_allowed(&self, command: &str) {
+        tracing::debug!(command, state = self.state.name(), "command not allowed");
+    }
+
+    fn on_auth(
+        &mut self,
+        name: &str,
+        initial_response: Option<Redacted<Vec<u8>>>,
+        rest: &[u8],
+        out: &mut Vec<Action>,
+    ) {
+        let Some(mechanism) = Mechanism::from_name(name).filter(|&m| self.is_listed(m)) else {
+            tracing::debug!(mechanism = name, "mechanism not offered");
+            out.push(Action::Reply(reply::mechanism_unsupported()));
+            self.count_failure(out);
+            return;
+        };
+        if mechanism.is_cleartext() && !self.cleartext_allowed() {
+            out.push(Action::Reply(reply::cleartext_requires_tls()));
+            return;
+        }
+        let initial = initial_response.as_ref().map(|r| r.expose().as_slice());
+        self.on_exchange(Exchange::start(mechanism, initial), rest, out);
+    }
+
+    /// The next step of an `AUTH` exchange.
+    fn on_exchange(&mut self, next: Next, rest: &[u8], out: &mut Vec<Action>) {
+        match next {
+            Next::Challenge(exchange, prompt) => {
+                out.push(Action::Reply(if prompt.is_empty() {
+                    reply::continuation()
+                } else {
+                    reply::challenge(prompt)
+                }));
+                self.state = State::ExpectSaslResponse(exchange);
+            }
+            Next::Done {
+                mechanism,
+                credentials,
+            } => self.login(mechanism, credentials, false, rest, out),
+            Next::InvalidBase64 => {
+                out.push(Action::Reply(reply::invalid_base64()));
+                self.count_failure(out);
+            }
+        }
+    }
+
+    fn on_sasl_response(&mut self, response: SaslResponse, rest: &[u8], out: &mut Vec<Action>) {
+        let State::ExpectSaslResponse(exchange) =
+            mem::replace(&mut self.state, State::Authorization)
+        else {
+            return;
+        };
+        match response {
+            SaslResponse::Abort => {
+                // RFC 5034 §4: `-ERR`; a cancel is not a failed attempt.
+                out.push(Action::Reply(reply::authentication_cancelled()));
+            }
+            SaslResponse::Data(text) => {
+                self.on_exchange(exchange.respond(text.expose()), rest, out)
+            }
+        }
+    }
+
+    /// Hands the credentials to the caller; `rest` is what the client pipelined.
+    fn login(
+        &mut self,
+        mechanism: Mechanism,
+        credentials: Credentials,
+        is_login_command: bool,
+        rest: &[u8],
+        out: &mut Vec<Action>,
+    ) {
+        tracing::debug!(
+            mechanism = mechanism.name(),
+            pipelined = rest.len(),
+            "login"
+        );
+        self.state = State::AwaitingOutcome {
+            pipelined: rest.len(),
+        };
+        out.push(Action::Login(LoginRequest {
+            tag: String::new(),
+            mechanism,
+            credentials,
+            is_login_command,
+            pipelined: Redacted::new(rest.to_vec()),
+        }));
+    }
+}
+
+impl Dialogue for Machine {
+    fn greeting(&self) -> Vec<u8> {
+        Machine::greeting(self)
+    }
+    fn on_bytes(&mut self, bytes: &[u8]) -> Vec<Action> {
+        Machine::on_bytes(self, bytes)
+    }
+    fn on_tls_established(&mut self) -> Vec<Action> {
+        Machine::on_tls_established(self)
+    }
+    fn on_login_result(&mut self, outcome: Outcome) -> Vec<Action> {
+        Machine::on_login_result(self, outcome)
+    }
+    fn on_rejected(&mut self, rejection: Rejection) -> Vec<Action> {
+        Machine::on_rejected(self, rejection)
+    }
+    fn is_tls(&self) -> bool {
+        Machine::is_tls(self)
+    }
+    fn is_closed(&self) -> bool {
+        Machine::is_closed(self)
+    }
+    fn state_name(&self) -> &'static str {
+        Machine::state_name(self)
+    }
+}
