@@ -14,6 +14,7 @@ pub mod client;
 pub mod dovecot;
 pub mod mock_upstream;
 pub mod proxy;
+pub mod smtp_sink;
 
 use std::future::Future;
 use std::net::{Ipv6Addr, SocketAddr, TcpListener};

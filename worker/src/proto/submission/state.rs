@@ -1,0 +1,533 @@
+//! The sans-IO submission pre-authentication machine: bytes in, [`Action`]s out. It
+//! never touches a socket, a clock or randomness; the session drives it and carries out
+//! the actions. See the module doc of [`super`] for the state diagram.
+
+use std::mem;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use postern_config::model::{Config, Listener, TlsMode};
+
+use super::command::{self, Command, Framer, Line, SaslResponse, SyntaxError};
+use super::reply;
+use crate::proto::dialogue::{
+    Action, Credentials, Dialogue, LoginRequest, Outcome, Redacted, Rejection,
+};
+use crate::proto::sasl_exchange::{Exchange, Next};
+use crate::sasl::Mechanism;
+
+/// Most bytes held while a login is with the caller (what the client pipelined behind
+/// its `AUTH`, RFC 2920). A client that sends more is closed.
+pub const MAX_HELD_BYTES: usize = 128 * 1024;
+
+/// The name used when neither `server.hostname` nor a specific listener address is
+/// known (a wildcard bind).
+pub const FALLBACK_HOSTNAME: &str = "localhost";
+
+/// What one listener's submission dialogue needs; built once per listener and shared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The name in the greeting and the EHLO reply: `server.hostname`, else the
+    /// listener's address as an address literal, else [`FALLBACK_HOSTNAME`].
+    pub hostname: String,
+    /// `[capabilities.submission] ehlo`: the EHLO keywords advertised.
+    pub ehlo: Vec<String>,
+    /// `[capabilities.submission] sasl`: the mechanisms advertised and accepted.
+    pub sasl: Vec<String>,
+    pub allow_plain_auth_without_tls: bool,
+    pub banner: String,
+    pub tls: TlsMode,
+    /// Failures before `421` and close (at least 1).
+    pub max_auth_attempts: u32,
+}
+
+impl Settings {
+    pub fn new(config: &Config, listener: &Listener) -> Settings {
+        let capabilities = &config.capabilities.submission;
+        Settings {
+            hostname: config
+                .server
+                .hostname
+                .clone()
+                .unwrap_or_else(|| listener_name(listener)),
+            ehlo: capabilities.ehlo.clone(),
+            sasl: capabilities.auth.sasl.clone(),
+            allow_plain_auth_without_tls: capabilities.auth.allow_plain_auth_without_tls,
+            banner: capabilities.banner.clone(),
+            tls: listener.tls,
+            max_auth_attempts: listener.max_auth_attempts.max(1),
+        }
+    }
+}
+
+/// The listener's own address as an RFC 5321 §4.1.3 address literal, when it is bound
+/// to one specific address; the greeting is written before the dialogue knows which
+/// local address a connection reached.
+fn listener_name(listener: &Listener) -> String {
+    match listener
+        .bind
+        .iter()
+        .map(|a| a.ip())
+        .find(|ip| !ip.is_unspecified())
+    {
+        Some(IpAddr::V4(ip)) => format!("[{ip}]"),
+        Some(IpAddr::V6(ip)) => match ip.to_ipv4_mapped() {
+            Some(v4) => format!("[{v4}]"),
+            None => format!("[IPv6:{ip}]"),
+        },
+        None => FALLBACK_HOSTNAME.to_string(),
+    }
+}
+
+enum State {
+    /// Reading commands.
+    Ready,
+    /// Inside `AUTH`: a `334` challenge was sent, the client's line is awaited.
+    ExpectSaslResponse(Exchange),
+    /// `220 Ready to start TLS` was sent; the handshake is the caller's.
+    AwaitingTls,
+    /// A [`LoginRequest`] is with the caller.
+    AwaitingOutcome(AwaitingOutcome),
+    /// The login succeeded; the caller relays from now on.
+    Authenticated,
+    Closed,
+}
+
+struct AwaitingOutcome {
+    /// How many bytes at the front of `Machine::input` went out as `pipelined`.
+    pipelined: usize,
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            State::Ready => "ready",
+            State::ExpectSaslResponse(_) => "sasl_exchange",
+            State::AwaitingTls => "awaiting_tls",
+            State::AwaitingOutcome(_) => "awaiting_outcome",
+            State::Authenticated => "authenticated",
+            State::Closed => "closed",
+        }
+    }
+}
+
+/// One client connection's dialogue up to authentication.
+pub struct Machine {
+    settings: Arc<Settings>,
+    state: State,
+    framer: Framer,
+    /// Bytes received and not yet framed (or held while a login is out).
+    input: Vec<u8>,
+    tls: bool,
+    /// The argument of the client's last `EHLO`/`LHLO`/`HELO` on this channel.
+    helo: Option<String>,
+    failures: u32,
+}
+
+impl Machine {
+    /// A new connection. On an implicit-TLS listener the handshake is already done.
+    pub fn new(settings: Arc<Settings>) -> Machine {
+        Machine {
+            tls: settings.tls == TlsMode::Implicit,
+            settings,
+            state: State::Ready,
+            framer: Framer::new(),
+            input: Vec::new(),
+            helo: None,
+            failures: 0,
+        }
+    }
+
+    /// `220 <hostname> ESMTP <banner>`.
+    pub fn greeting(&self) -> Vec<u8> {
+        reply::greeting(&self.settings.hostname, &self.settings.banner)
+    }
+
+    /// True once the client leg is encrypted.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// Failures counted toward `max_auth_attempts` so far.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// The state's name, for logs.
+    pub fn state_name(&self) -> &'static str {
+        self.state.name()
+    }
+
+    /// Client bytes held: unframed input, or what was pipelined behind a login.
+    pub fn buffered_bytes(&self) -> usize {
+        self.input.len()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// The client's EHLO name when it is safe to repeat to a backend (a domain or an
+    /// address literal: [`command::is_safe_helo`]).
+    pub fn helo(&self) -> Option<&str> {
+        self.helo.as_deref().filter(|h| command::is_safe_helo(h))
+    }
+
+    /// Bytes from the client, split anywhere.
+    pub fn on_bytes(&mut self, bytes: &[u8]) -> Vec<Action> {
+        let mut out = Vec::new();
+        match self.state {
+            State::Ready | State::ExpectSaslResponse(_) => {
+                self.input.extend_from_slice(bytes);
+                self.process(&mut out);
+            }
+            State::AwaitingOutcome(_) => {
+                self.input.extend_from_slice(bytes);
+                if self.input.len() > MAX_HELD_BYTES {
+                    tracing::debug!(held = self.input.len(), "too much data during login");
+                    self.close(&mut out);
+                }
+            }
+            State::AwaitingTls if !bytes.is_empty() => {
+                // RFC 3207 §4.2: nothing may follow STARTTLS before the handshake.
+                tracing::debug!("plaintext received after STARTTLS");
+                self.close(&mut out);
+            }
+            State::AwaitingTls | State::Authenticated | State::Closed => {}
+        }
+        out
+    }
+
+    /// The TLS handshake after STARTTLS completed. RFC 3207 §4.2: everything learnt
+    /// from the client before it is discarded (its EHLO name too), and no new greeting
+    /// is sent; the client starts again with EHLO.
+    pub fn on_tls_established(&mut self) -> Vec<Action> {
+        if !matches!(self.state, State::AwaitingTls) {
+            tracing::error!(
+                state = self.state.name(),
+                "tls established outside starttls"
+            );
+            return Vec::new();
+        }
+        self.tls = true;
+        self.helo = None;
+        self.framer.reset();
+        self.input.clear();
+        self.state = State::Ready;
+        Vec::new()
+    }
+
+    /// How the [`Action::Login`] ended.
+    pub fn on_login_result(&mut self, outcome: Outcome) -> Vec<Action> {
+        let mut out = Vec::new();
+        let Some(awaiting) = self.take_awaiting() else {
+            return out;
+        };
+        match outcome {
+            Outcome::Success => {
+                let leftovers = self
+                    .input
+                    .get(awaiting.pipelined..)
+                    .unwrap_or_default()
+                    .to_vec();
+                self.input = Vec::new();
+                self.state = State::Authenticated;
+                out.push(Action::Splice {
+                    leftovers: Redacted::new(leftovers),
+                });
+            }
+            Outcome::Failure { reply } => {
+                out.push(Action::Reply(
+                    reply.unwrap_or_else(reply::authentication_failed),
+                ));
+                self.count_failure(&mut out);
+                self.process(&mut out);
+            }
+            Outcome::Unavailable => {
+                out.push(Action::Reply(reply::unavailable()));
+                self.close(&mut out);
+            }
+        }
+        out
+    }
+
+    /// The caller refused the credentials of the [`Action::Login`] itself.
+    pub fn on_rejected(&mut self, rejection: Rejection) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.take_awaiting().is_none() {
+            return out;
+        }
+        match rejection {
+            Rejection::Malformed => {
+                out.push(Action::Reply(reply::malformed_credentials()));
+                self.count_failure(&mut out);
+                self.process(&mut out);
+            }
+            Rejection::UnsafeIdentifier => {
+                out.push(Action::Reply(reply::unavailable()));
+                self.close(&mut out);
+            }
+        }
+        out
+    }
+
+    /// Leaves `AwaitingOutcome` for `Ready`. A result without a pending login is a
+    /// caller bug, logged and ignored.
+    fn take_awaiting(&mut self) -> Option<AwaitingOutcome> {
+        match mem::replace(&mut self.state, State::Ready) {
+            State::AwaitingOutcome(awaiting) => Some(awaiting),
+            other => {
+                tracing::error!(state = other.name(), "login result without a pending login");
+                self.state = other;
+                None
+            }
+        }
+    }
+
+    fn cleartext_allowed(&self) -> bool {
+        self.settings.allow_plain_auth_without_tls || self.tls
+    }
+
+    fn offers_starttls(&self) -> bool {
+        self.settings.tls == TlsMode::Starttls && !self.tls
+    }
+
+    fn is_listed(&self, mechanism: Mechanism) -> bool {
+        self.settings
+            .sasl
+            .iter()
+            .any(|m| m.eq_ignore_ascii_case(mechanism.name()))
+    }
+
+    fn close(&mut self, out: &mut Vec<Action>) {
+        self.state = State::Closed;
+        self.input = Vec::new();
+        out.push(Action::Close);
+    }
+
+    /// A failure that counts toward `max_auth_attempts`; at the limit, `421` and close.
+    fn count_failure(&mut self, out: &mut Vec<Action>) {
+        self.failures = self.failures.saturating_add(1);
+        if self.failures >= self.settings.max_auth_attempts {
+            tracing::debug!(failures = self.failures, "too many authentication failures");
+            out.push(Action::Reply(reply::too_many_failures()));
+            self.close(out);
+        }
+    }
+
+    /// Frames and answers buffered input until more is needed or the state stops
+    /// reading (a login is out, STARTTLS, closed).
+    fn process(&mut self, out: &mut Vec<Action>) {
+        let buf = mem::take(&mut self.input);
+        let mut pos = 0;
+        while matches!(self.state, State::Ready | State::ExpectSaslResponse(_)) {
+            let (line, used) = self.framer.next_line(&buf[pos..]);
+            pos += used;
+            let Some(line) = line else {
+                break;
+            };
+            let rest = &buf[pos..];
+            if matches!(self.state, State::Ready) {
+                self.on_line(line, rest, out);
+            } else {
+                self.on_sasl_line(line, rest, out);
+            }
+        }
+        if !self.is_closed() {
+            self.input = buf;
+            self.input.drain(..pos);
+        }
+    }
+
+    fn on_line(&mut self, line: Line<'_>, rest: &[u8], out: &mut Vec<Action>) {
+        let parsed = match line {
+            Line::Text(text) => command::parse(text),
+            Line::TooLong => Err(SyntaxError::LineTooLong),
+        };
+        let command = match parsed {
+            Ok(command) => command,
+            Err(e) => {
+                tracing::debug!(error = ?e, "syntax error");
+                out.push(Action::Reply(match e {
+                    SyntaxError::Syntax => reply::syntax_error(),
+                    SyntaxError::LineTooLong => reply::line_too_long(),
+                }));
+                self.count_failure(out);
+                return;
+            }
+        };
+        tracing::debug!(command = command.name(), "command");
+        match command {
+            Command::Ehlo { domain } => {
+                let mechanisms = reply::mechanisms(&self.settings.sasl, self.cleartext_allowed());
+                out.push(Action::Reply(reply::ehlo(
+                    &self.settings.hostname,
+                    &domain,
+                    &self.settings.ehlo,
+                    self.offers_starttls(),
+                    &mechanisms,
+                )));
+                self.helo = Some(domain);
+            }
+            Command::Helo { domain } => {
+                out.push(Action::Reply(reply::helo(&self.settings.hostname)));
+                self.helo = Some(domain);
+            }
+            Command::Auth {
+                mechanism,
+                initial_response,
+            } => self.on_auth(&mechanism, initial_response, rest, out),
+            Command::StartTls if self.tls => {
+                self.not_allowed("STARTTLS");
+                out.push(Action::Reply(reply::starttls_unavailable()));
+            }
+            Command::StartTls if self.settings.tls != TlsMode::Starttls => {
+                self.not_allowed("STARTTLS");
+                out.push(Action::Reply(reply::starttls_not_configured()));
+            }
+            Command::StartTls if !rest.is_empty() => {
+                // Plaintext pipelined behind STARTTLS could be taken for protected
+                // input after the upgrade (RFC 3207 §4.2, STYLE §3): refuse and close.
+                tracing::debug!("data pipelined after starttls");
+                out.push(Action::Reply(reply::starttls_pipelined()));
+                self.close(out);
+            }
+            Command::StartTls => {
+                out.push(Action::Reply(reply::starttls()));
+                out.push(Action::StartTls);
+                self.state = State::AwaitingTls;
+            }
+            Command::Noop | Command::Rset => out.push(Action::Reply(reply::ok())),
+            Command::Quit => {
+                out.push(Action::Reply(reply::bye()));
+                self.close(out);
+            }
+            Command::Other(verb) => {
+                self.not_allowed(&verb);
+                out.push(Action::Reply(reply::not_allowed()));
+            }
+        }
+    }
+
+    fn not_allowed(&self, command: &str) {
+        tracing::debug!(command, state = self.state.name(), "command not allowed");
+    }
+
+    /// `AUTH`: accepted before EHLO too (reference §5).
+    fn on_auth(
+        &mut self,
+        name: &str,
+        initial_response: Option<Redacted<Vec<u8>>>,
+        rest: &[u8],
+        out: &mut Vec<Action>,
+    ) {
+        let Some(mechanism) = Mechanism::from_name(name).filter(|&m| self.is_listed(m)) else {
+            tracing::debug!(mechanism = name, "mechanism not offered");
+            out.push(Action::Reply(reply::mechanism_unsupported()));
+            self.count_failure(out);
+            return;
+        };
+        if mechanism.is_cleartext() && !self.cleartext_allowed() {
+            // RFC 4954 §6: 538; not counted (reference §5).
+            out.push(Action::Reply(reply::encryption_required()));
+            return;
+        }
+        let initial = initial_response.as_ref().map(|r| r.expose().as_slice());
+        self.on_exchange(Exchange::start(mechanism, initial), rest, out);
+    }
+
+    /// The next step of an `AUTH` exchange.
+    fn on_exchange(&mut self, next: Next, rest: &[u8], out: &mut Vec<Action>) {
+        match next {
+            Next::Challenge(exchange, prompt) => {
+                out.push(Action::Reply(reply::challenge(prompt)));
+                self.state = State::ExpectSaslResponse(exchange);
+            }
+            Next::Done {
+                mechanism,
+                credentials,
+            } => self.login(mechanism, credentials, rest, out),
+            Next::InvalidBase64 => {
+                out.push(Action::Reply(reply::invalid_base64()));
+                self.count_failure(out);
+            }
+        }
+    }
+
+    fn on_sasl_line(&mut self, line: Line<'_>, rest: &[u8], out: &mut Vec<Action>) {
+        let State::ExpectSaslResponse(exchange) = mem::replace(&mut self.state, State::Ready)
+        else {
+            return;
+        };
+        let text = match line {
+            Line::Text(text) => text,
+            Line::TooLong => {
+                out.push(Action::Reply(reply::auth_line_too_long()));
+                self.count_failure(out);
+                return;
+            }
+        };
+        match command::parse_sasl_response(text) {
+            // RFC 4954 §4: 501; a cancel is not a failed attempt.
+            SaslResponse::Cancel => out.push(Action::Reply(reply::authentication_cancelled())),
+            SaslResponse::Data(data) => {
+                self.on_exchange(exchange.respond(data.expose()), rest, out)
+            }
+        }
+    }
+
+    /// Hands the credentials to the caller; `rest` is what the client pipelined.
+    fn login(
+        &mut self,
+        mechanism: Mechanism,
+        credentials: Credentials,
+        rest: &[u8],
+        out: &mut Vec<Action>,
+    ) {
+        tracing::debug!(
+            mechanism = mechanism.name(),
+            pipelined = rest.len(),
+            "login"
+        );
+        self.state = State::AwaitingOutcome(AwaitingOutcome {
+            pipelined: rest.len(),
+        });
+        out.push(Action::Login(LoginRequest {
+            tag: String::new(),
+            mechanism,
+            credentials,
+            is_login_command: false,
+            pipelined: Redacted::new(rest.to_vec()),
+        }));
+    }
+}
+
+impl Dialogue for Machine {
+    fn greeting(&self) -> Vec<u8> {
+        Machine::greeting(self)
+    }
+    fn on_bytes(&mut self, bytes: &[u8]) -> Vec<Action> {
+        Machine::on_bytes(self, bytes)
+    }
+    fn on_tls_established(&mut self) -> Vec<Action> {
+        Machine::on_tls_established(self)
+    }
+    fn on_login_result(&mut self, outcome: Outcome) -> Vec<Action> {
+        Machine::on_login_result(self, outcome)
+    }
+    fn on_rejected(&mut self, rejection: Rejection) -> Vec<Action> {
+        Machine::on_rejected(self, rejection)
+    }
+    fn is_tls(&self) -> bool {
+        Machine::is_tls(self)
+    }
+    fn is_closed(&self) -> bool {
+        Machine::is_closed(self)
+    }
+    fn state_name(&self) -> &'static str {
+        Machine::state_name(self)
+    }
+    fn helo(&self) -> Option<&str> {
+        Machine::helo(self)
+    }
+}
