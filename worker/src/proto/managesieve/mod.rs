@@ -1,92 +1,55 @@
-//! ManageSieve front door up to authentication. STUB: the dialogue answers nothing and
-//! closes; the real one replaces this module (issue 4).
+//! ManageSieve front door up to authentication (reference §5 "ManageSieve", §8;
+//! DESIGN.md decisions).
+//!
+//! postern answers the not-authenticated state itself: the capability response (as the
+//! greeting, for CAPABILITY and again after STARTTLS), NOOP (tagged too), LOGOUT,
+//! STARTTLS and AUTHENTICATE (PLAIN, OAUTHBEARER, XOAUTH2, and LOGIN when listed in
+//! `sasl`), then routes the login, replays it on the account's backend and relays. The
+//! parts:
+//!
+//! - [`command`] (grammar), [`reply`] (every wire string) and the sans-IO
+//!   [`state::Machine`]: no I/O, no clocks, no SASL decoding (identifiers and tokens are
+//!   `sasl`'s). The machine hands out the client's credentials as an `Action::Login`.
+//! - [`backend`]: the backend's side, establishment (capability response, STARTTLS,
+//!   XCLIENT) and the replay as `AUTHENTICATE "<MECH>" "<b64>"`.
+//!
+//! [`crate::proto::session`] drives both: sockets, `preauth_timeout`, the STARTTLS
+//! upgrade, routing, and the hand-off to the relay.
+//!
+//! None of them logs a credential.
+//!
+//! ```text
+//!   capabilities ──▶ NotAuthenticated ◀─────────────────────────────────┐
+//!                     │  │  │  CAPABILITY, NOOP, refusals (NO) ⟲        │
+//!     STARTTLS        │  │  │                                           │ failure (counted),
+//!   ┌─────────────────┘  │  └─ AUTHENTICATE without IR, SASL LOGIN      │ unavailable,
+//!   ▼                    │          │ {0} / "<prompt>"                  │ cancel "*"
+//! AwaitingTls            │          ▼                                   │
+//!   │ on_tls_            │    ExpectSaslResponse ──"*", bad base64─────▶┤
+//!   │ established:       │          │ string                            │
+//!   │ capabilities again │          ▼                                   │
+//!   └──▶ NotAuth.        └─ AUTHENTICATE+IR ─▶ AwaitingOutcome ─Failure─┘
+//!                                               │ (Action::Login)
+//!                                               │ Success
+//!                                               ▼
+//!                                         Authenticated (Action::Splice: the caller relays)
+//!
+//!   LOGOUT, max_auth_attempts reached (BYE), data after STARTTLS,
+//!   unsafe identifier ──────────────────────────────────────────▶ Closed
+//! ```
+//!
+//! RFC 5804: §1.3 (response codes ENCRYPT-NEEDED, TAG), §1.7 (capabilities), §2.1
+//! (AUTHENTICATE: strings, challenges, `"*"`), §2.2 (STARTTLS, capabilities after the
+//! handshake), §2.3 (LOGOUT), §2.13 (NOOP), §4 (formal syntax: client literals are
+//! `{n+}`).
 
-use std::io;
-use std::sync::Arc;
+pub mod backend;
+pub mod command;
+pub mod reply;
+pub mod state;
+#[cfg(test)]
+mod tests;
 
-use postern_config::model::{Config, Listener, Protocol};
-
-use crate::proto::dialogue::{
-    Action, Backend, ClientIdentity, Dialogue, LoginRequest, Outcome, Rejection, Replay,
-};
-use crate::sasl::Credentials;
-use crate::upstream::{Connected, DialError};
-
-/// What one listener's ManageSieve dialogue needs; built once per listener and shared.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {}
-
-impl Settings {
-    pub fn new(_config: &Config, _listener: &Listener) -> Settings {
-        Settings {}
-    }
-}
-
-/// One client connection's ManageSieve dialogue up to authentication.
-pub struct Machine {
-    closed: bool,
-}
-
-impl Machine {
-    pub fn new(_settings: Arc<Settings>) -> Machine {
-        Machine { closed: false }
-    }
-}
-
-impl Dialogue for Machine {
-    fn greeting(&self) -> Vec<u8> {
-        Vec::new()
-    }
-    fn on_bytes(&mut self, _bytes: &[u8]) -> Vec<Action> {
-        self.closed = true;
-        vec![Action::Close]
-    }
-    fn on_tls_established(&mut self) -> Vec<Action> {
-        Vec::new()
-    }
-    fn on_login_result(&mut self, _outcome: Outcome) -> Vec<Action> {
-        vec![Action::Close]
-    }
-    fn on_rejected(&mut self, _rejection: Rejection) -> Vec<Action> {
-        vec![Action::Close]
-    }
-    fn is_tls(&self) -> bool {
-        false
-    }
-    fn is_closed(&self) -> bool {
-        self.closed
-    }
-    fn state_name(&self) -> &'static str {
-        "stub"
-    }
-}
-
-/// An established ManageSieve backend connection, ready for the replay.
-pub struct ManageSieveBackend {}
-
-impl Backend for ManageSieveBackend {
-    const PROTOCOL: Protocol = Protocol::ManageSieve;
-
-    async fn establish(
-        connected: Connected,
-        _identity: &ClientIdentity,
-    ) -> Result<ManageSieveBackend, DialError> {
-        Err(DialError::refused(
-            connected.addr,
-            "greeting",
-            b"not implemented",
-        ))
-    }
-
-    fn is_tls(&self) -> bool {
-        false
-    }
-
-    async fn replay(
-        self,
-        _request: &LoginRequest,
-        _credentials: &Credentials,
-    ) -> io::Result<Replay> {
-        Err(io::Error::other("not implemented"))
-    }
-}
+pub use backend::ManageSieveBackend;
+pub use command::{Command, Mechanism, Redacted};
+pub use state::{Machine, Settings};
