@@ -160,6 +160,9 @@ pub struct ClientIdentity {
     pub proxy_ttl: u32,
     /// The client's `EHLO` name, when the dialogue has one.
     pub helo: Option<String>,
+    /// `server.hostname`: postern's own name toward backends (the submission EHLO
+    /// when the client's name is unusable).
+    pub hostname: Option<String>,
 }
 
 impl ClientIdentity {

@@ -90,6 +90,7 @@ pub async fn serve<D: Dialogue, B: Backend>(
             client_tls: false,
             proxy_ttl: svc.config().server.proxy_ttl,
             helo: None,
+            hostname: svc.config().server.hostname.clone(),
         },
         deadline,
         out: Vec::new(),

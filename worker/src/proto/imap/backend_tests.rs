@@ -54,6 +54,7 @@ fn identity() -> ClientIdentity {
         client_tls: false,
         proxy_ttl: 7,
         helo: None,
+        hostname: None,
     }
 }
 

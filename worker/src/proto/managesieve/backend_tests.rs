@@ -61,6 +61,7 @@ fn identity(client: &str, local: &str, client_tls: bool) -> ClientIdentity {
         client_tls,
         proxy_ttl: 7,
         helo: None,
+        hostname: None,
     }
 }
 

@@ -35,7 +35,8 @@ use crate::sasl::{self, Credentials};
 use crate::upstream::{BackendStream, Connected, DialError};
 use postern_config::model::{Forwarding, Protocol, TlsMode};
 
-/// The backend EHLO name when the client gave none that is safe (reference §5).
+/// The backend EHLO name when the client gave none that is safe and `server.hostname`
+/// is unset (reference §5).
 pub const DEFAULT_EHLO_NAME: &str = "proxy";
 /// Continuations answered during one replay before the backend is given up on.
 const MAX_CONTINUATIONS: u32 = 4;
@@ -354,12 +355,14 @@ impl SubmissionBackend {
     }
 }
 
-/// `EHLO <name>`: the client's EHLO name when it is safe, else [`DEFAULT_EHLO_NAME`].
+/// `EHLO <name>`: the client's EHLO name when it is safe, else `server.hostname`, else
+/// [`DEFAULT_EHLO_NAME`].
 pub fn ehlo_command(identity: &ClientIdentity) -> String {
     let name = identity
         .helo
         .as_deref()
         .filter(|h| is_safe_helo(h))
+        .or(identity.hostname.as_deref())
         .unwrap_or(DEFAULT_EHLO_NAME);
     format!("EHLO {name}\r\n")
 }

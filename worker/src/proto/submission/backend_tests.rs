@@ -69,7 +69,19 @@ fn identity(client: &str, helo: Option<&str>) -> ClientIdentity {
         client_tls: true,
         proxy_ttl: 7,
         helo: helo.map(str::to_owned),
+        hostname: None,
     }
+}
+
+#[test]
+fn ehlo_name_is_the_client_s_then_server_hostname_then_proxy() {
+    let mut id = identity("192.0.2.1:1", Some("client.example"));
+    id.hostname = Some("mx.example".into());
+    assert_eq!(ehlo_command(&id), "EHLO client.example\r\n");
+    id.helo = Some("bad name".into());
+    assert_eq!(ehlo_command(&id), "EHLO mx.example\r\n");
+    id.hostname = None;
+    assert_eq!(ehlo_command(&id), "EHLO proxy\r\n");
 }
 
 async fn connect(addr: SocketAddr, forwarding: Forwarding) -> Connected {
