@@ -2,6 +2,7 @@
 //! as complete CRLF-terminated lines.
 
 use super::command::{ErrorKind, Tag};
+use crate::proto::auth;
 
 /// The capability list, in the order of reference §5: the `advertise` list; `AUTH=<m>`
 /// for each configured mechanism, without PLAIN and LOGIN when cleartext is not allowed
@@ -14,13 +15,8 @@ pub fn capabilities(
     offer_starttls: bool,
 ) -> String {
     let mut caps: Vec<String> = advertise.to_vec();
-    for mechanism in sasl {
-        let cleartext =
-            mechanism.eq_ignore_ascii_case("PLAIN") || mechanism.eq_ignore_ascii_case("LOGIN");
-        if cleartext && !cleartext_allowed {
-            continue;
-        }
-        caps.push(format!("AUTH={}", mechanism.to_ascii_uppercase()));
+    for mechanism in auth::mechanisms(sasl, cleartext_allowed) {
+        caps.push(format!("AUTH={mechanism}"));
     }
     if !cleartext_allowed {
         caps.push("LOGINDISABLED".into());

@@ -11,6 +11,7 @@ use super::command::{
     Command, Decoder, ErrorKind, Frame, IdParams, Mechanism, Redacted, SaslResponse, Tag, Tagged,
 };
 use super::reply;
+use crate::proto::auth::{self, Attempts, AwaitsLogin};
 use crate::proto::dialogue::{Action, Credentials, Dialogue, LoginRequest, Outcome, Rejection};
 use crate::proto::grammar::{Limits, MAX_LINE_BYTES, MAX_LITERAL_BYTES};
 use crate::proto::sasl_exchange::{Exchange, Next};
@@ -95,7 +96,7 @@ pub struct Machine {
     input: Vec<u8>,
     tls: bool,
     capabilities: String,
-    failures: u32,
+    attempts: Attempts,
     client_id: Option<IdParams>,
 }
 
@@ -109,7 +110,7 @@ impl Machine {
             state: State::NotAuthenticated,
             input: Vec::new(),
             capabilities: String::new(),
-            failures: 0,
+            attempts: Attempts::default(),
             client_id: None,
         };
         machine.capabilities = machine.compute_capabilities();
@@ -133,7 +134,7 @@ impl Machine {
 
     /// Failures counted toward `max_auth_attempts` so far.
     pub fn failures(&self) -> u32 {
-        self.failures
+        self.attempts.failures()
     }
 
     /// The client's last `ID` parameters, if it sent any.
@@ -163,13 +164,7 @@ impl Machine {
                 self.input.extend_from_slice(bytes);
                 self.process(&mut out);
             }
-            State::AwaitingOutcome(_) => {
-                self.input.extend_from_slice(bytes);
-                if self.input.len() > MAX_HELD_BYTES {
-                    tracing::debug!(held = self.input.len(), "too much data during login");
-                    self.close(&mut out);
-                }
-            }
+            State::AwaitingOutcome(_) => self.hold(bytes, &mut out),
             State::AwaitingTls if !bytes.is_empty() => {
                 // RFC 9051 §6.2.1: nothing may follow STARTTLS before the handshake.
                 tracing::debug!("plaintext received after STARTTLS");
@@ -200,72 +195,16 @@ impl Machine {
 
     /// How the [`Action::Login`] ended.
     pub fn on_login_result(&mut self, outcome: Outcome) -> Vec<Action> {
-        let mut out = Vec::new();
-        let Some(awaiting) = self.take_awaiting() else {
-            return out;
-        };
-        match outcome {
-            Outcome::Success => {
-                let leftovers = self
-                    .input
-                    .get(awaiting.pipelined..)
-                    .unwrap_or_default()
-                    .to_vec();
-                self.input = Vec::new();
-                self.state = State::Authenticated;
-                out.push(Action::Splice {
-                    leftovers: Redacted::new(leftovers),
-                });
-            }
-            Outcome::Failure { reply } => {
-                let reply = reply.unwrap_or_else(|| reply::authentication_failed(&awaiting.tag));
-                out.push(Action::Reply(reply));
-                self.count_failure(&mut out);
-                self.process(&mut out);
-            }
-            Outcome::Unavailable => {
-                out.push(Action::Reply(reply::unavailable(&awaiting.tag)));
-                self.process(&mut out);
-            }
-        }
-        out
+        self.login_result(outcome)
     }
 
     /// The caller refused the credentials of the [`Action::Login`] itself.
     pub fn on_rejected(&mut self, rejection: Rejection) -> Vec<Action> {
-        let mut out = Vec::new();
-        let Some(awaiting) = self.take_awaiting() else {
-            return out;
-        };
-        match rejection {
-            Rejection::Malformed => {
-                out.push(Action::Reply(reply::malformed_credentials(&awaiting.tag)));
-                self.count_failure(&mut out);
-                self.process(&mut out);
-            }
-            Rejection::UnsafeIdentifier => {
-                out.push(Action::Reply(reply::unavailable(&awaiting.tag)));
-                self.close(&mut out);
-            }
-        }
-        out
-    }
-
-    /// Leaves `AwaitingOutcome` for `NotAuthenticated`. A result without a pending
-    /// login is a caller bug, logged and ignored.
-    fn take_awaiting(&mut self) -> Option<AwaitingOutcome> {
-        match mem::replace(&mut self.state, State::NotAuthenticated) {
-            State::AwaitingOutcome(awaiting) => Some(awaiting),
-            other => {
-                tracing::error!(state = other.name(), "login result without a pending login");
-                self.state = other;
-                None
-            }
-        }
+        self.rejected(rejection)
     }
 
     fn cleartext_allowed(&self) -> bool {
-        self.settings.allow_plain_auth_without_tls || self.tls
+        auth::cleartext_allowed(self.settings.allow_plain_auth_without_tls, self.tls)
     }
 
     fn offers_starttls(&self) -> bool {
@@ -279,29 +218,6 @@ impl Machine {
             self.cleartext_allowed(),
             self.offers_starttls(),
         )
-    }
-
-    fn is_listed(&self, mechanism: Mechanism) -> bool {
-        self.settings
-            .sasl
-            .iter()
-            .any(|m| m.eq_ignore_ascii_case(mechanism.name()))
-    }
-
-    fn close(&mut self, out: &mut Vec<Action>) {
-        self.state = State::Closed;
-        self.input = Vec::new();
-        out.push(Action::Close);
-    }
-
-    /// A failure that counts toward `max_auth_attempts`; at the limit, `* BYE` and close.
-    fn count_failure(&mut self, out: &mut Vec<Action>) {
-        self.failures = self.failures.saturating_add(1);
-        if self.failures >= self.settings.max_auth_attempts {
-            tracing::debug!(failures = self.failures, "too many authentication failures");
-            out.push(Action::Reply(reply::too_many_failures()));
-            self.close(out);
-        }
     }
 
     /// Frames and answers buffered input until more is needed or the state stops
@@ -449,7 +365,9 @@ impl Machine {
         rest: &[u8],
         out: &mut Vec<Action>,
     ) {
-        let Some(mechanism) = Mechanism::from_name(name).filter(|&m| self.is_listed(m)) else {
+        let Some(mechanism) =
+            Mechanism::from_name(name).filter(|&m| auth::is_listed(&self.settings.sasl, m))
+        else {
             tracing::debug!(mechanism = name, "mechanism not offered");
             out.push(Action::Reply(reply::mechanism_unsupported(&tag, name)));
             self.count_failure(out);
@@ -538,6 +456,60 @@ impl Machine {
             is_login_command,
             pipelined: Redacted::new(rest.to_vec()),
         }));
+    }
+}
+
+impl AwaitsLogin for Machine {
+    type Pending = Tag;
+    const MAX_HELD_BYTES: usize = MAX_HELD_BYTES;
+
+    fn input(&mut self) -> &mut Vec<u8> {
+        &mut self.input
+    }
+    fn attempts(&mut self) -> &mut Attempts {
+        &mut self.attempts
+    }
+    fn max_auth_attempts(&self) -> u32 {
+        self.settings.max_auth_attempts
+    }
+
+    fn take_awaiting(&mut self) -> Option<(Tag, usize)> {
+        match mem::replace(&mut self.state, State::NotAuthenticated) {
+            State::AwaitingOutcome(awaiting) => Some((awaiting.tag, awaiting.pipelined)),
+            other => {
+                tracing::error!(state = other.name(), "login result without a pending login");
+                self.state = other;
+                None
+            }
+        }
+    }
+
+    fn set_authenticated(&mut self) {
+        self.state = State::Authenticated;
+    }
+
+    fn process(&mut self, out: &mut Vec<Action>) {
+        Machine::process(self, out)
+    }
+
+    fn close(&mut self, out: &mut Vec<Action>) {
+        self.state = State::Closed;
+        self.input = Vec::new();
+        out.push(Action::Close);
+    }
+
+    fn authentication_failed(tag: &Tag) -> Vec<u8> {
+        reply::authentication_failed(tag)
+    }
+    fn unavailable(tag: &Tag) -> Vec<u8> {
+        reply::unavailable(tag)
+    }
+    fn malformed_credentials(tag: &Tag) -> Vec<u8> {
+        reply::malformed_credentials(tag)
+    }
+    /// `* BYE` before closing.
+    fn too_many_failures() -> Option<Vec<u8>> {
+        Some(reply::too_many_failures())
     }
 }
 

@@ -3,17 +3,7 @@
 
 use super::command::ErrorKind;
 
-/// The SASL mechanisms to advertise: the configured ones, upper-cased, without PLAIN
-/// and LOGIN when cleartext is not allowed (LOGIN is advertised when listed, DESIGN.md).
-pub fn sasl_mechanisms(sasl: &[String], cleartext_allowed: bool) -> Vec<String> {
-    sasl.iter()
-        .filter(|m| {
-            let cleartext = m.eq_ignore_ascii_case("PLAIN") || m.eq_ignore_ascii_case("LOGIN");
-            cleartext_allowed || !cleartext
-        })
-        .map(|m| m.to_ascii_uppercase())
-        .collect()
-}
+pub use crate::proto::auth::mechanisms as sasl_mechanisms;
 
 /// The capability response (RFC 5804 §1.7), in the order of reference §5:
 /// `IMPLEMENTATION`, `VERSION`, `SASL`, `SIEVE`, `STARTTLS` while an upgrade is still

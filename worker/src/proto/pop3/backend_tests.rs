@@ -2,92 +2,20 @@
 //! for byte, and how it reads the answers.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use postern_config::model::{Forwarding, Leg, TlsMode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use postern_config::model::{Forwarding, TlsMode};
+use tokio::task::JoinHandle;
 
 use super::*;
-use crate::sasl::Mechanism;
-use crate::stream::MaybeTls;
-
-const BOUND: Duration = Duration::from_secs(5);
-
-/// One step of a scripted backend: send bytes, or read one line.
-enum Step {
-    Send(&'static [u8]),
-    ReadLine,
-}
+use crate::proto::testkit::loopback::{self, connect, identity, plain, request, Step, BOUND};
 
 /// A backend on loopback running `script` on one connection; returns what it received.
-async fn scripted(script: Vec<Step>) -> (SocketAddr, tokio::task::JoinHandle<Vec<u8>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let task = tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await.expect("accept");
-        let mut received = Vec::new();
-        for step in script {
-            match step {
-                Step::Send(bytes) => s.write_all(bytes).await.expect("send"),
-                Step::ReadLine => loop {
-                    let mut byte = [0u8; 1];
-                    if s.read(&mut byte).await.expect("read") == 0 {
-                        return received;
-                    }
-                    received.push(byte[0]);
-                    if byte[0] == b'\n' {
-                        break;
-                    }
-                },
-            }
-        }
-        received
-    });
-    (addr, task)
-}
-
-fn identity(client: &str, local: &str, client_tls: bool) -> ClientIdentity {
-    ClientIdentity {
-        client: client.parse().expect("addr"),
-        local: local.parse().expect("addr"),
-        session: 0x2a,
-        client_tls,
-        proxy_ttl: 7,
-        helo: None,
-        hostname: None,
-    }
+async fn scripted(script: Vec<Step>) -> (SocketAddr, JoinHandle<Vec<u8>>) {
+    loopback::scripted("127.0.0.1:0", script, false).await
 }
 
 fn v4_identity() -> ClientIdentity {
     identity("192.0.2.7:50123", "198.51.100.1:110", false)
-}
-
-async fn connect(addr: SocketAddr, forwarding: Forwarding) -> Connected {
-    Connected {
-        stream: MaybeTls::Plain(TcpStream::connect(addr).await.expect("connect")),
-        addr,
-        leg: Leg {
-            port: addr.port(),
-            tls: TlsMode::Plain,
-            forwarding,
-        },
-        upgrade: None,
-    }
-}
-
-fn plain(user: &str, password: &str) -> Credentials {
-    sasl::decode_plain(format!("\0{user}\0{password}").as_bytes()).expect("plain")
-}
-
-fn request() -> LoginRequest {
-    LoginRequest {
-        tag: String::new(),
-        mechanism: Mechanism::Plain,
-        credentials: crate::proto::dialogue::Credentials::Response(Default::default()),
-        is_login_command: false,
-        pipelined: Default::default(),
-    }
 }
 
 async fn run_with(
@@ -102,7 +30,7 @@ async fn run_with(
             .await
             .map_err(|e| e.to_string())?;
         backend
-            .replay(&request(), &credentials)
+            .replay(&request(""), &credentials)
             .await
             .map_err(|e| e.to_string())
     })

@@ -19,17 +19,7 @@ fn line(text: &str) -> Vec<u8> {
     bytes
 }
 
-/// The mechanisms advertised and accepted now: the configured list without PLAIN and
-/// LOGIN while cleartext is not allowed (LOGIN is there only when listed, DESIGN.md).
-pub fn mechanisms(sasl: &[String], cleartext_allowed: bool) -> Vec<String> {
-    sasl.iter()
-        .filter(|m| {
-            let cleartext = m.eq_ignore_ascii_case("PLAIN") || m.eq_ignore_ascii_case("LOGIN");
-            cleartext_allowed || !cleartext
-        })
-        .map(|m| m.to_ascii_uppercase())
-        .collect()
-}
+pub use crate::proto::auth::mechanisms;
 
 /// `+OK <banner>`.
 pub fn greeting(banner: &str) -> Vec<u8> {

@@ -9,6 +9,7 @@ use postern_config::model::{Config, Listener, TlsMode};
 
 use super::command::{Command, Decoder, LineTooLong, Mechanism, Redacted, SaslResponse};
 use super::reply;
+use crate::proto::auth::{self, Attempts, AwaitsLogin};
 use crate::proto::dialogue::{Action, Credentials, Dialogue, LoginRequest, Outcome, Rejection};
 use crate::proto::grammar::{MAX_LINE_BYTES, MAX_LITERAL_BYTES};
 use crate::proto::sasl_exchange::{Exchange, Next};
@@ -82,7 +83,7 @@ pub struct Machine {
     tls: bool,
     /// The name of an accepted `USER`, waiting for `PASS`.
     user: Option<Redacted<Vec<u8>>>,
-    failures: u32,
+    attempts: Attempts,
 }
 
 impl Machine {
@@ -95,7 +96,7 @@ impl Machine {
             decoder: Decoder::new(),
             input: Vec::new(),
             user: None,
-            failures: 0,
+            attempts: Attempts::default(),
         }
     }
 
@@ -111,7 +112,7 @@ impl Machine {
 
     /// Failures counted toward `max_auth_attempts` so far.
     pub fn failures(&self) -> u32 {
-        self.failures
+        self.attempts.failures()
     }
 
     /// The state's name, for logs.
@@ -141,13 +142,7 @@ impl Machine {
                 self.input.extend_from_slice(bytes);
                 self.process(&mut out);
             }
-            State::AwaitingOutcome { .. } => {
-                self.input.extend_from_slice(bytes);
-                if self.input.len() > MAX_HELD_BYTES {
-                    tracing::debug!(held = self.input.len(), "too much data during login");
-                    self.close(&mut out);
-                }
-            }
+            State::AwaitingOutcome { .. } => self.hold(bytes, &mut out),
             State::AwaitingTls if !bytes.is_empty() => {
                 // RFC 2595 §4: nothing may follow STLS before the handshake.
                 tracing::debug!("plaintext received after STLS");
@@ -175,97 +170,20 @@ impl Machine {
 
     /// How the [`Action::Login`] ended.
     pub fn on_login_result(&mut self, outcome: Outcome) -> Vec<Action> {
-        let mut out = Vec::new();
-        let Some(pipelined) = self.take_awaiting() else {
-            return out;
-        };
-        match outcome {
-            Outcome::Success => {
-                let leftovers = self.input.get(pipelined..).unwrap_or_default().to_vec();
-                self.input = Vec::new();
-                self.state = State::Authenticated;
-                out.push(Action::Splice {
-                    leftovers: Redacted::new(leftovers),
-                });
-            }
-            Outcome::Failure { reply } => {
-                out.push(Action::Reply(
-                    reply.unwrap_or_else(reply::authentication_failed),
-                ));
-                self.count_failure(&mut out);
-                self.process(&mut out);
-            }
-            Outcome::Unavailable => {
-                out.push(Action::Reply(reply::unavailable()));
-                self.process(&mut out);
-            }
-        }
-        out
+        self.login_result(outcome)
     }
 
     /// The caller refused the credentials of the [`Action::Login`] itself.
     pub fn on_rejected(&mut self, rejection: Rejection) -> Vec<Action> {
-        let mut out = Vec::new();
-        if self.take_awaiting().is_none() {
-            return out;
-        }
-        match rejection {
-            Rejection::Malformed => {
-                out.push(Action::Reply(reply::malformed_credentials()));
-                self.count_failure(&mut out);
-                self.process(&mut out);
-            }
-            Rejection::UnsafeIdentifier => {
-                out.push(Action::Reply(reply::unavailable()));
-                self.close(&mut out);
-            }
-        }
-        out
-    }
-
-    /// Leaves `AwaitingOutcome` for `Authorization`, returning how many bytes were
-    /// pipelined. A result without a pending login is a caller bug, logged and ignored.
-    fn take_awaiting(&mut self) -> Option<usize> {
-        match mem::replace(&mut self.state, State::Authorization) {
-            State::AwaitingOutcome { pipelined } => Some(pipelined),
-            other => {
-                tracing::error!(state = other.name(), "login result without a pending login");
-                self.state = other;
-                None
-            }
-        }
+        self.rejected(rejection)
     }
 
     fn cleartext_allowed(&self) -> bool {
-        self.settings.allow_plain_auth_without_tls || self.tls
+        auth::cleartext_allowed(self.settings.allow_plain_auth_without_tls, self.tls)
     }
 
     fn offers_stls(&self) -> bool {
         self.settings.tls == TlsMode::Starttls && !self.tls
-    }
-
-    fn is_listed(&self, mechanism: Mechanism) -> bool {
-        self.settings
-            .sasl
-            .iter()
-            .any(|m| m.eq_ignore_ascii_case(mechanism.name()))
-    }
-
-    fn close(&mut self, out: &mut Vec<Action>) {
-        self.state = State::Closed;
-        self.input = Vec::new();
-        self.user = None;
-        out.push(Action::Close);
-    }
-
-    /// A failure that counts toward `max_auth_attempts`; at the limit, close (the
-    /// failure's own `-ERR` is the last line the client gets).
-    fn count_failure(&mut self, out: &mut Vec<Action>) {
-        self.failures = self.failures.saturating_add(1);
-        if self.failures >= self.settings.max_auth_attempts {
-            tracing::debug!(failures = self.failures, "too many authentication failures");
-            self.close(out);
-        }
     }
 
     /// Frames and answers buffered input until more is needed or the state stops
@@ -387,7 +305,9 @@ impl Machine {
         rest: &[u8],
         out: &mut Vec<Action>,
     ) {
-        let Some(mechanism) = Mechanism::from_name(name).filter(|&m| self.is_listed(m)) else {
+        let Some(mechanism) =
+            Mechanism::from_name(name).filter(|&m| auth::is_listed(&self.settings.sasl, m))
+        else {
             tracing::debug!(mechanism = name, "mechanism not offered");
             out.push(Action::Reply(reply::mechanism_unsupported()));
             self.count_failure(out);
@@ -464,6 +384,61 @@ impl Machine {
             is_login_command,
             pipelined: Redacted::new(rest.to_vec()),
         }));
+    }
+}
+
+impl AwaitsLogin for Machine {
+    type Pending = ();
+    const MAX_HELD_BYTES: usize = MAX_HELD_BYTES;
+
+    fn input(&mut self) -> &mut Vec<u8> {
+        &mut self.input
+    }
+    fn attempts(&mut self) -> &mut Attempts {
+        &mut self.attempts
+    }
+    fn max_auth_attempts(&self) -> u32 {
+        self.settings.max_auth_attempts
+    }
+
+    fn take_awaiting(&mut self) -> Option<((), usize)> {
+        match mem::replace(&mut self.state, State::Authorization) {
+            State::AwaitingOutcome { pipelined } => Some(((), pipelined)),
+            other => {
+                tracing::error!(state = other.name(), "login result without a pending login");
+                self.state = other;
+                None
+            }
+        }
+    }
+
+    fn set_authenticated(&mut self) {
+        self.state = State::Authenticated;
+    }
+
+    fn process(&mut self, out: &mut Vec<Action>) {
+        Machine::process(self, out)
+    }
+
+    fn close(&mut self, out: &mut Vec<Action>) {
+        self.state = State::Closed;
+        self.input = Vec::new();
+        self.user = None;
+        out.push(Action::Close);
+    }
+
+    fn authentication_failed(_: &()) -> Vec<u8> {
+        reply::authentication_failed()
+    }
+    fn unavailable(_: &()) -> Vec<u8> {
+        reply::unavailable()
+    }
+    fn malformed_credentials(_: &()) -> Vec<u8> {
+        reply::malformed_credentials()
+    }
+    /// None: the failure's own `-ERR` is the last line the client gets.
+    fn too_many_failures() -> Option<Vec<u8>> {
+        None
     }
 }
 

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use postern_config::model::{Protocol, TlsMode};
 
 use super::state::{Machine, Settings, MAX_HELD_BYTES};
-use crate::proto::dialogue::{Action, Credentials, Outcome, Rejection};
+use crate::proto::dialogue::{LoginRequest, Outcome, Rejection};
 use crate::proto::grammar::MAX_LINE_BYTES;
+use crate::proto::testkit::{self, fail, send, Scripted, Step, Transcript};
 
 const FIXED: [&str; 8] = [
     "TOP",
@@ -46,103 +47,27 @@ fn implicit() -> Arc<Settings> {
     )
 }
 
-#[derive(Clone)]
-enum Step {
-    Send(Vec<u8>),
-    Tls,
-    Result(Outcome),
-    Reject(Rejection),
-}
+impl Scripted for Machine {
+    const STARTTLS: &'static str = "<stls>";
 
-fn send(bytes: impl AsRef<[u8]>) -> Step {
-    Step::Send(bytes.as_ref().to_vec())
-}
-
-fn fail(reply: &str) -> Step {
-    Step::Result(Outcome::Failure {
-        reply: Some(reply.as_bytes().to_vec()),
-    })
-}
-
-/// What a script produced: reply lines and events (`<...>`), in order, and the bytes
-/// that reach the backend after a successful login.
-#[derive(Debug, Default, PartialEq)]
-struct Transcript {
-    lines: Vec<String>,
-    forwarded: Vec<u8>,
-    /// `pipelined` of the last login, forwarded only if it succeeds.
-    pending: Vec<u8>,
-}
-
-impl Transcript {
-    fn record(&mut self, actions: Vec<Action>) {
-        for action in actions {
-            match action {
-                Action::Reply(bytes) => {
-                    let text = String::from_utf8_lossy(&bytes).into_owned();
-                    assert!(text.ends_with("\r\n"), "reply without CRLF: {text:?}");
-                    self.lines
-                        .extend(text.split_terminator("\r\n").map(String::from));
-                }
-                Action::StartTls => self.lines.push("<stls>".into()),
-                Action::Login(req) => {
-                    let show = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-                    let credentials = match &req.credentials {
-                        Credentials::Response(r) => show(r.expose()),
-                        Credentials::UserPassword { user, password } => {
-                            format!("{}:{}", show(user.expose()), show(password.expose()))
-                        }
-                    };
-                    assert!(req.tag.is_empty(), "POP3 has no tags");
-                    let kind = if req.is_login_command { " command" } else { "" };
-                    self.lines.push(format!(
-                        "<login {} {credentials:?}{kind}>",
-                        req.mechanism.name()
-                    ));
-                    self.pending = req.pipelined.into_inner();
-                }
-                Action::Splice { leftovers } => {
-                    self.lines.push("<splice>".into());
-                    let mut pending = std::mem::take(&mut self.pending);
-                    pending.extend(leftovers.expose());
-                    self.forwarded.extend(pending);
-                }
-                Action::Close => self.lines.push("<close>".into()),
-            }
-        }
+    fn login_event(&self, req: &LoginRequest, credentials: &str) -> String {
+        assert!(req.tag.is_empty(), "POP3 has no tags");
+        let kind = if req.is_login_command { " command" } else { "" };
+        format!("<login {} {credentials}{kind}>", req.mechanism.name())
     }
 }
 
 fn drive(settings: &Arc<Settings>, steps: &[Step], bytewise: bool) -> (Transcript, Machine) {
-    let mut machine = Machine::new(settings.clone());
-    let mut t = Transcript::default();
-    for step in steps {
-        let actions = match step {
-            Step::Send(bytes) if bytewise => bytes
-                .iter()
-                .flat_map(|b| machine.on_bytes(std::slice::from_ref(b)))
-                .collect(),
-            Step::Send(bytes) => machine.on_bytes(bytes),
-            Step::Tls => machine.on_tls_established(),
-            Step::Result(outcome) => machine.on_login_result(outcome.clone()),
-            Step::Reject(rejection) => machine.on_rejected(*rejection),
-        };
-        t.record(actions);
-    }
-    t.pending.clear();
-    (t, machine)
+    testkit::drive(Machine::new(settings.clone()), steps, bytewise)
 }
 
 /// Runs `steps` whole and byte by byte, asserts both agree, returns the transcript.
 fn run(settings: &Arc<Settings>, steps: &[Step]) -> Transcript {
-    let (whole, _) = drive(settings, steps, false);
-    let (bytewise, _) = drive(settings, steps, true);
-    assert_eq!(whole, bytewise, "whole and byte-by-byte runs differ");
-    whole
+    testkit::run(|| Machine::new(settings.clone()), steps)
 }
 
 fn lines(t: &Transcript) -> Vec<&str> {
-    t.lines.iter().map(String::as_str).collect()
+    t.lines()
 }
 
 /// `+OK Capability list follows`, `head`, then the fixed lines.

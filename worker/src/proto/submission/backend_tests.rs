@@ -2,74 +2,25 @@
 //! byte, and how it reads the (multi-line) replies.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use postern_config::model::{Forwarding, Leg, TlsMode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use postern_config::model::{Forwarding, TlsMode};
+use tokio::task::JoinHandle;
 
 use super::*;
-use crate::proto::dialogue::Credentials as RawCredentials;
-use crate::sasl::Mechanism;
-use crate::stream::MaybeTls;
-
-const BOUND: Duration = Duration::from_secs(5);
-
-/// One step of a scripted backend.
-enum Step {
-    Send(&'static [u8]),
-    /// Sends bytes split into single-byte writes (a reply arriving piecemeal).
-    Trickle(&'static [u8]),
-    ReadLine,
-}
+use crate::proto::testkit::loopback::{
+    self, connect, identity as identity_at, plain, request, Step, BOUND,
+};
 
 /// A backend on loopback running `script` on one connection; returns what it received
 /// (everything, up to EOF once the script is done).
-async fn scripted(script: Vec<Step>) -> (SocketAddr, tokio::task::JoinHandle<Vec<u8>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let task = tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await.expect("accept");
-        let mut received = Vec::new();
-        for step in script {
-            match step {
-                Step::Send(bytes) => s.write_all(bytes).await.expect("send"),
-                Step::Trickle(bytes) => {
-                    for b in bytes {
-                        s.write_all(std::slice::from_ref(b)).await.expect("send");
-                        s.flush().await.expect("flush");
-                    }
-                }
-                Step::ReadLine => loop {
-                    let mut byte = [0u8; 1];
-                    if s.read(&mut byte).await.expect("read") == 0 {
-                        return received;
-                    }
-                    received.push(byte[0]);
-                    if byte[0] == b'\n' {
-                        break;
-                    }
-                },
-            }
-        }
-        // Whatever else postern sends (a QUIT after a refusal) until it closes.
-        let mut rest = Vec::new();
-        let _ = tokio::time::timeout(BOUND, s.read_to_end(&mut rest)).await;
-        received.extend(rest);
-        received
-    });
-    (addr, task)
+async fn scripted(script: Vec<Step>) -> (SocketAddr, JoinHandle<Vec<u8>>) {
+    loopback::scripted("127.0.0.1:0", script, true).await
 }
 
 fn identity(client: &str, helo: Option<&str>) -> ClientIdentity {
     ClientIdentity {
-        client: client.parse().expect("addr"),
-        local: "198.51.100.1:587".parse().expect("addr"),
-        session: 0x2a,
-        client_tls: true,
-        proxy_ttl: 7,
         helo: helo.map(str::to_owned),
-        hostname: None,
+        ..identity_at(client, "198.51.100.1:587", true)
     }
 }
 
@@ -84,33 +35,6 @@ fn ehlo_name_is_the_client_s_then_server_hostname_then_proxy() {
     assert_eq!(ehlo_command(&id), "EHLO proxy\r\n");
 }
 
-async fn connect(addr: SocketAddr, forwarding: Forwarding) -> Connected {
-    Connected {
-        stream: MaybeTls::Plain(TcpStream::connect(addr).await.expect("connect")),
-        addr,
-        leg: Leg {
-            port: addr.port(),
-            tls: TlsMode::Plain,
-            forwarding,
-        },
-        upgrade: None,
-    }
-}
-
-fn plain(user: &str, password: &str) -> Credentials {
-    sasl::decode_plain(format!("\0{user}\0{password}").as_bytes()).expect("plain")
-}
-
-fn request() -> LoginRequest {
-    LoginRequest {
-        tag: String::new(),
-        mechanism: Mechanism::Plain,
-        credentials: RawCredentials::Response(Default::default()),
-        is_login_command: false,
-        pipelined: Default::default(),
-    }
-}
-
 async fn run(
     script: Vec<Step>,
     forwarding: Forwarding,
@@ -123,7 +47,7 @@ async fn run(
             .await
             .map_err(|e| e.to_string())?;
         backend
-            .replay(&request(), &credentials)
+            .replay(&request(""), &credentials)
             .await
             .map_err(|e| e.to_string())
     })

@@ -2,17 +2,7 @@
 //! §4.5, §4.8), as complete CRLF-terminated replies with RFC 3463 enhanced status
 //! codes.
 
-/// `AUTH` mechanisms to advertise: the configured list, without PLAIN and LOGIN when
-/// cleartext is not allowed (LOGIN appears only when listed, DESIGN.md).
-pub fn mechanisms(sasl: &[String], cleartext_allowed: bool) -> Vec<String> {
-    sasl.iter()
-        .filter(|m| {
-            let cleartext = m.eq_ignore_ascii_case("PLAIN") || m.eq_ignore_ascii_case("LOGIN");
-            cleartext_allowed || !cleartext
-        })
-        .map(|m| m.to_ascii_uppercase())
-        .collect()
-}
+pub use crate::proto::auth::mechanisms;
 
 fn line(text: String) -> Vec<u8> {
     let mut bytes = text.into_bytes();

@@ -1,0 +1,169 @@
+//! The login bookkeeping every interactive machine (IMAP, POP3, ManageSieve,
+//! submission) shares, written once: the SASL policy (which mechanisms are offered and
+//! accepted), the count of failed attempts, the input held while a login is with the
+//! caller, and what happens when the login's result comes back.
+//!
+//! A machine implements [`AwaitsLogin`] with its own state moves and its protocol's
+//! replies; the rules themselves (reference §4.8, §5, DESIGN.md) live here.
+
+use std::mem;
+
+use crate::proto::dialogue::{Action, Outcome, Redacted, Rejection};
+use crate::sasl::Mechanism;
+
+fn is_cleartext(name: &str) -> bool {
+    name.eq_ignore_ascii_case("PLAIN") || name.eq_ignore_ascii_case("LOGIN")
+}
+
+/// The SASL mechanisms to advertise: the configured list, upper-cased, without PLAIN
+/// and LOGIN while cleartext is not allowed (LOGIN appears only when listed, DESIGN.md).
+pub fn mechanisms(sasl: &[String], cleartext_allowed: bool) -> Vec<String> {
+    sasl.iter()
+        .filter(|m| cleartext_allowed || !is_cleartext(m))
+        .map(|m| m.to_ascii_uppercase())
+        .collect()
+}
+
+/// True when `mechanism` is in the configured SASL list (any case).
+pub fn is_listed(sasl: &[String], mechanism: Mechanism) -> bool {
+    sasl.iter()
+        .any(|m| m.eq_ignore_ascii_case(mechanism.name()))
+}
+
+/// Cleartext credentials (PLAIN, LOGIN, password commands) are accepted on an
+/// encrypted leg, or anywhere when the configuration allows it.
+pub fn cleartext_allowed(allow_plain_auth_without_tls: bool, tls: bool) -> bool {
+    allow_plain_auth_without_tls || tls
+}
+
+/// Failures counted toward `max_auth_attempts`.
+#[derive(Debug, Default)]
+pub struct Attempts {
+    failures: u32,
+}
+
+impl Attempts {
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// Counts one failure; true when `max` is reached (logged).
+    fn count(&mut self, max: u32) -> bool {
+        self.failures = self.failures.saturating_add(1);
+        let exhausted = self.failures >= max;
+        if exhausted {
+            tracing::debug!(failures = self.failures, "too many authentication failures");
+        }
+        exhausted
+    }
+}
+
+/// A machine's side of a login that went out as [`Action::Login`]. The provided methods
+/// are the shared rules; the required ones are the machine's state moves and replies.
+pub(crate) trait AwaitsLogin {
+    /// What the machine kept of the pending login besides the pipelined count (IMAP:
+    /// the command tag).
+    type Pending;
+    /// Most bytes held while a login is with the caller; a client that sends more is
+    /// closed.
+    const MAX_HELD_BYTES: usize;
+    /// After [`Outcome::Unavailable`]: close (true) or read on, the client may retry.
+    const CLOSE_WHEN_UNAVAILABLE: bool = false;
+
+    /// Bytes received and not yet framed, or held while a login is out.
+    fn input(&mut self) -> &mut Vec<u8>;
+    fn attempts(&mut self) -> &mut Attempts;
+    fn max_auth_attempts(&self) -> u32;
+    /// Leaves `AwaitingOutcome` for the reading state, returning the pending login and
+    /// how many bytes at the front of the input went out as its `pipelined`. A result
+    /// without a pending login is a caller bug, logged and ignored (`None`).
+    fn take_awaiting(&mut self) -> Option<(Self::Pending, usize)>;
+    /// The login succeeded: from now on the caller relays.
+    fn set_authenticated(&mut self);
+    /// Frames and answers the input until more is needed or the state stops reading.
+    fn process(&mut self, out: &mut Vec<Action>);
+    fn close(&mut self, out: &mut Vec<Action>);
+
+    /// The generic "authentication failed" (`hide_auth_errors`).
+    fn authentication_failed(pending: &Self::Pending) -> Vec<u8>;
+    fn unavailable(pending: &Self::Pending) -> Vec<u8>;
+    fn malformed_credentials(pending: &Self::Pending) -> Vec<u8>;
+    /// The last words before closing at `max_auth_attempts`, if the protocol has any
+    /// beyond the failure's own reply.
+    fn too_many_failures() -> Option<Vec<u8>>;
+
+    /// Client bytes while the login is out: held, up to [`Self::MAX_HELD_BYTES`].
+    fn hold(&mut self, bytes: &[u8], out: &mut Vec<Action>) {
+        let input = self.input();
+        input.extend_from_slice(bytes);
+        if input.len() > Self::MAX_HELD_BYTES {
+            tracing::debug!(held = input.len(), "too much data during login");
+            self.close(out);
+        }
+    }
+
+    /// A failure that counts toward `max_auth_attempts`; at the limit, close.
+    fn count_failure(&mut self, out: &mut Vec<Action>) {
+        let max = self.max_auth_attempts();
+        if self.attempts().count(max) {
+            if let Some(reply) = Self::too_many_failures() {
+                out.push(Action::Reply(reply));
+            }
+            self.close(out);
+        }
+    }
+
+    /// How the [`Action::Login`] ended. On success the bytes held past the login's
+    /// `pipelined` go to the backend; otherwise the machine answers the held input.
+    fn login_result(&mut self, outcome: Outcome) -> Vec<Action> {
+        let mut out = Vec::new();
+        let Some((pending, pipelined)) = self.take_awaiting() else {
+            return out;
+        };
+        match outcome {
+            Outcome::Success => {
+                let input = mem::take(self.input());
+                let leftovers = input.get(pipelined..).unwrap_or_default().to_vec();
+                self.set_authenticated();
+                out.push(Action::Splice {
+                    leftovers: Redacted::new(leftovers),
+                });
+            }
+            Outcome::Failure { reply } => {
+                let reply = reply.unwrap_or_else(|| Self::authentication_failed(&pending));
+                out.push(Action::Reply(reply));
+                self.count_failure(&mut out);
+                self.process(&mut out);
+            }
+            Outcome::Unavailable => {
+                out.push(Action::Reply(Self::unavailable(&pending)));
+                if Self::CLOSE_WHEN_UNAVAILABLE {
+                    self.close(&mut out);
+                } else {
+                    self.process(&mut out);
+                }
+            }
+        }
+        out
+    }
+
+    /// The caller refused the credentials of the [`Action::Login`] itself.
+    fn rejected(&mut self, rejection: Rejection) -> Vec<Action> {
+        let mut out = Vec::new();
+        let Some((pending, _)) = self.take_awaiting() else {
+            return out;
+        };
+        match rejection {
+            Rejection::Malformed => {
+                out.push(Action::Reply(Self::malformed_credentials(&pending)));
+                self.count_failure(&mut out);
+                self.process(&mut out);
+            }
+            Rejection::UnsafeIdentifier => {
+                out.push(Action::Reply(Self::unavailable(&pending)));
+                self.close(&mut out);
+            }
+        }
+        out
+    }
+}
