@@ -6,14 +6,18 @@
 #   sudo scripts/bench.sh --direct-only  # Dovecot alone: checks the harness itself
 #
 # 1. builds postern and the load generator (bench/, postern-bench) in release mode;
-# 2. starts a private Dovecot (IMAP on a free loopback port, passwd-file users
-#    bench1..bench32 and fetch, maildirs and config in a temporary directory) sized to
-#    hold thousands of idle sessions, and APPENDs one 10 MiB message for `fetch`;
+# 2. starts a private Dovecot (IMAP, POP3 and submission on free loopback ports,
+#    passwd-file users bench1..bench32 and fetch, maildirs and config in a temporary
+#    directory) sized to hold thousands of idle sessions, and APPENDs one 10 MiB
+#    message for `fetch`; Dovecot's submission service needs a relay host: a minimal
+#    SMTP responder (python3, no mail is ever sent) stands in for it;
 # 3. starts `postern run` as root (it drops to postern-test, seccomp enforced) with
 #    two IMAP listeners in front of Dovecot: plain, and implicit TLS with a self-signed
-#    certificate made here with openssl;
+#    certificate made here with openssl; and a plain POP3 and a plain submission one;
 # 4. measures, alternating direct and proxied in ABBA rounds:
-#    - logins/s at 32 concurrent clients (connect, LOGIN, SELECT INBOX, LOGOUT),
+#    - IMAP logins/s at 32 concurrent clients (connect, LOGIN, SELECT INBOX, LOGOUT),
+#    - POP3 logins/s at 32 concurrent clients (connect, USER, PASS, STAT, QUIT),
+#    - submission logins/s at 32 concurrent clients (connect, EHLO, AUTH PLAIN, QUIT),
 #    - relay throughput of FETCH 1 BODY.PEEK[] of the 10 MiB message over one
 #      connection per side,
 #    - worker RSS per idle authenticated session (5,000 sessions, plain and TLS
@@ -24,7 +28,7 @@
 #   ROUNDS (8)        ABBA rounds: each runs both sides back to back; a ratio is the
 #                     median of the rounds' ratios, so a machine whose load changes
 #                     during the run moves both sides of each ratio alike
-#   LOGIN_SECS (2)    seconds of logins per side per round
+#   LOGIN_SECS (2)    seconds of logins per side per round (each protocol)
 #   FETCH_COUNT (150) 10 MiB fetches per side per round
 #   IDLE_SESSIONS (5000)
 #   POSTERN_LOG       postern's log filter (default: the config's "info")
@@ -177,9 +181,56 @@ make_workdir() {
     note "working directory: $WORK"
 }
 
+start_relay_sink() {
+    # Dovecot's submission service opens a connection to its relay host for every
+    # session; this answers greeting, EHLO and QUIT (250 to anything else) and is all
+    # the bench needs, since it never sends mail.
+    SINK_PORT=$(free_port)
+    cat >"$WORK/relay-sink.py" <<'EOF'
+import asyncio, sys
+
+async def session(reader, writer):
+    try:
+        writer.write(b"220 sink.bench ESMTP\r\n")
+        await writer.drain()
+        while True:
+            line = await reader.readline()
+            if not line:
+                break
+            verb = line[:4].upper()
+            if verb in (b"EHLO", b"LHLO"):
+                writer.write(b"250-sink.bench\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+            elif verb == b"QUIT":
+                writer.write(b"221 2.0.0 bye\r\n")
+                await writer.drain()
+                break
+            else:
+                writer.write(b"250 2.0.0 ok\r\n")
+            await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+
+async def main():
+    server = await asyncio.start_server(session, "127.0.0.1", int(sys.argv[1]), backlog=1024)
+    async with server:
+        await server.serve_forever()
+
+asyncio.run(main())
+EOF
+    python3 "$WORK/relay-sink.py" "$SINK_PORT" 2>"$WORK/relay-sink.log" &
+    PIDS+=($!)
+    wait_for "the relay sink on port $SINK_PORT" 10 port_open "$SINK_PORT"
+    note "relay sink for Dovecot submission (pid ${PIDS[-1]}): 127.0.0.1:$SINK_PORT"
+}
+
 start_dovecot() {
-    step "Private Dovecot $(dovecot --version | cut -d' ' -f1) on a free loopback port"
+    step "Private Dovecot $(dovecot --version | cut -d' ' -f1) on free loopback ports"
+    start_relay_sink
     DOVECOT_IMAP_PORT=$(free_port)
+    DOVECOT_POP3_PORT=$(free_port)
+    DOVECOT_SUBMISSION_PORT=$(free_port)
     # As high as the descriptor limit lets Dovecot go (it warns above it).
     local DOVECOT_CLIENT_LIMIT=100000
     if [[ $(ulimit -n) != unlimited ]] && (($(ulimit -n) - 1024 < DOVECOT_CLIENT_LIMIT)); then
@@ -195,7 +246,7 @@ start_dovecot() {
     cat >"$d/dovecot.conf" <<EOF
 # Private Dovecot for the postern benchmark; nothing is shared with the system one.
 instance_name = $(basename "$WORK")
-protocols = imap
+protocols = imap pop3 submission
 # Two addresses: postern dials 127.0.0.1, the direct measurements use 127.0.0.2, so
 # the TIME_WAIT connections one side leaves behind (thousands per second) never share a
 # destination with the other side's new connections.
@@ -223,6 +274,10 @@ shutdown_clients = yes
 postmaster_address = postmaster@example.org
 hostname = dovecot.bench
 ssl = no
+# Submission needs a relay host; the sink above answers it (no mail is sent).
+submission_relay_host = 127.0.0.1
+submission_relay_port = $SINK_PORT
+submission_relay_trusted = yes
 passdb {
   driver = passwd-file
   args = scheme=PLAIN username_format=%u $d/passwd
@@ -258,6 +313,28 @@ service imap {
   client_limit = 100
   process_limit = 400
 }
+# POP3 and submission logins: the same reused login processes as for IMAP.
+service pop3-login {
+  inet_listener pop3 {
+    port = $DOVECOT_POP3_PORT
+  }
+  inet_listener pop3s {
+    port = 0
+  }
+  service_count = 0
+  client_limit = 8000
+  process_min_avail = 2
+  process_limit = 8
+}
+service submission-login {
+  inet_listener submission {
+    port = $DOVECOT_SUBMISSION_PORT
+  }
+  service_count = 0
+  client_limit = 8000
+  process_min_avail = 2
+  process_limit = 8
+}
 EOF
     dovecot -F -c "$d/dovecot.conf" >"$d/stderr.log" 2>&1 &
     PIDS+=($!)
@@ -265,8 +342,17 @@ EOF
         cat "$d/stderr.log" "$d/dovecot.log" >&2 || true
         return 1
     fi
+    for port in "$DOVECOT_POP3_PORT" "$DOVECOT_SUBMISSION_PORT"; do
+        if ! wait_for "Dovecot on port $port" 30 port_open "$port"; then
+            cat "$d/stderr.log" "$d/dovecot.log" >&2 || true
+            return 1
+        fi
+    done
     DIRECT=127.0.0.2:$DOVECOT_IMAP_PORT
-    note "Dovecot (pid ${PIDS[-1]}): IMAP $DIRECT, users bench1..bench$CLIENTS and fetch"
+    DIRECT_POP3=127.0.0.2:$DOVECOT_POP3_PORT
+    DIRECT_SUBMISSION=127.0.0.2:$DOVECOT_SUBMISSION_PORT
+    note "Dovecot (pid ${PIDS[-1]}): IMAP $DIRECT, POP3 $DIRECT_POP3, submission $DIRECT_SUBMISSION"
+    note "users bench1..bench$CLIENTS and fetch"
     "$BENCH" append --addr "$DIRECT" --user fetch --password "$PASSWORD" --size "$MESSAGE_BYTES" >/dev/null
     note "appended one $MESSAGE_BYTES-byte message to fetch's INBOX"
 }
@@ -282,7 +368,7 @@ make_cert() {
 }
 
 start_postern() {
-    step "postern in front of it (plain and implicit-TLS IMAP listeners)"
+    step "postern in front of it (plain and implicit-TLS IMAP, plain POP3 and submission listeners)"
     make_cert
     local p=$WORK/postern
     : >"$p/mappings.txt"
@@ -292,6 +378,7 @@ user = "$SERVICE_USER"
 group = "$SERVICE_USER"
 control_socket = "$p/control.sock"
 shutdown_grace = "5s"
+threads = ${POSTERN_THREADS:-0}
 
 [sandbox]
 seccomp = "enforce"
@@ -313,8 +400,26 @@ bind = ["127.0.0.1:0"]
 tls = "implicit"
 max_connections = 20000
 
+[listener.pop3]
+protocol = "pop3"
+bind = ["127.0.0.1:0"]
+tls = "plain"
+max_connections = 20000
+
+[listener.submission]
+protocol = "submission"
+bind = ["127.0.0.1:0"]
+tls = "plain"
+max_connections = 20000
+
 [capabilities.imap]
-# The plain listener is loopback-only: LOGIN without TLS is what it is for here.
+# The plain listeners are loopback-only: LOGIN without TLS is what they are for here.
+allow_plain_auth_without_tls = true
+
+[capabilities.pop3]
+allow_plain_auth_without_tls = true
+
+[capabilities.submission]
 allow_plain_auth_without_tls = true
 
 [destination.dovecot]
@@ -324,6 +429,14 @@ allow_plaintext_auth = true
 
 [destination.dovecot.protocol.imap]
 port = $DOVECOT_IMAP_PORT
+tls = "plain"
+
+[destination.dovecot.protocol.pop3]
+port = $DOVECOT_POP3_PORT
+tls = "plain"
+
+[destination.dovecot.protocol.submission]
+port = $DOVECOT_SUBMISSION_PORT
 tls = "plain"
 
 [routing]
@@ -352,27 +465,49 @@ EOF
 import json, sys
 r = json.load(sys.stdin)
 a = {p["listener"]: p["addrs"][0] for p in r["pools"]}
-print(a["imap"], a["imaps"])')
-    read -r PROXIED PROXIED_TLS <<<"$addrs"
-    note "postern (supervisor pid ${PIDS[-1]}, runs as $(ps -o user= -p "${PIDS[-1]}")): IMAP $PROXIED, IMAPS $PROXIED_TLS"
-    # Is postern an IMAP proxy yet? One real login through it says.
-    if ! "$BENCH" logins --proxied "$PROXIED" --password "$PASSWORD" --users 1 --concurrency 1 \
-        --secs 0 --rounds 0 --warmup-secs 0 >/dev/null 2>"$p/probe.log"; then
-        echo "bench: a LOGIN through postern's IMAP listener failed:" >&2
-        cat "$p/probe.log" >&2
-        echo "--- postern log (tail) ---" >&2
-        tail -n 20 "$p/postern.log" >&2
-        return 1
-    fi
+print(a["imap"], a["imaps"], a["pop3"], a["submission"])')
+    read -r PROXIED PROXIED_TLS PROXIED_POP3 PROXIED_SUBMISSION <<<"$addrs"
+    note "postern (supervisor pid ${PIDS[-1]}, runs as $(ps -o user= -p "${PIDS[-1]}")): IMAP $PROXIED, IMAPS $PROXIED_TLS, POP3 $PROXIED_POP3, submission $PROXIED_SUBMISSION"
+    # Is postern a proxy for each protocol yet? One real login through it says.
+    local proto addr
+    for proto in imap pop3 submission; do
+        case $proto in
+        imap) addr=$PROXIED ;;
+        pop3) addr=$PROXIED_POP3 ;;
+        submission) addr=$PROXIED_SUBMISSION ;;
+        esac
+        if ! "$BENCH" logins --protocol "$proto" --proxied "$addr" --password "$PASSWORD" --users 1 \
+            --concurrency 1 --secs 0 --rounds 0 --warmup-secs 0 >/dev/null 2>"$p/probe.log"; then
+            echo "bench: a login through postern's $proto listener failed:" >&2
+            cat "$p/probe.log" >&2
+            echo "--- postern log (tail) ---" >&2
+            tail -n 20 "$p/postern.log" >&2
+            return 1
+        fi
+    done
 }
 
 measure() {
-    local r=$WORK/results proxied=()
-    ((DIRECT_ONLY)) || proxied=(--proxied "$PROXIED")
+    local r=$WORK/results proxied=() proxied_pop3=() proxied_submission=()
+    if ((!DIRECT_ONLY)); then
+        proxied=(--proxied "$PROXIED")
+        proxied_pop3=(--proxied "$PROXIED_POP3")
+        proxied_submission=(--proxied "$PROXIED_SUBMISSION")
+    fi
 
-    step "Logins: $CLIENTS clients, $ROUNDS x ${LOGIN_SECS}s per side"
+    step "IMAP logins: $CLIENTS clients, $ROUNDS x ${LOGIN_SECS}s per side"
     "$BENCH" logins --direct "$DIRECT" "${proxied[@]}" --password "$PASSWORD" --users "$CLIENTS" \
         --concurrency "$CLIENTS" --secs "$LOGIN_SECS" --rounds "$ROUNDS" >"$r/logins.json"
+
+    step "POP3 logins: $CLIENTS clients, $ROUNDS x ${LOGIN_SECS}s per side"
+    "$BENCH" logins --protocol pop3 --direct "$DIRECT_POP3" "${proxied_pop3[@]}" \
+        --password "$PASSWORD" --users "$CLIENTS" --concurrency "$CLIENTS" --secs "$LOGIN_SECS" \
+        --rounds "$ROUNDS" >"$r/pop3-logins.json"
+
+    step "Submission logins: $CLIENTS clients, $ROUNDS x ${LOGIN_SECS}s per side"
+    "$BENCH" logins --protocol submission --direct "$DIRECT_SUBMISSION" "${proxied_submission[@]}" \
+        --password "$PASSWORD" --users "$CLIENTS" --concurrency "$CLIENTS" --secs "$LOGIN_SECS" \
+        --rounds "$ROUNDS" >"$r/submission-logins.json"
 
     step "Relay: FETCH 1 BODY.PEEK[] of $MESSAGE_BYTES bytes, $ROUNDS x $FETCH_COUNT per side"
     "$BENCH" fetch --direct "$DIRECT" "${proxied[@]}" --user fetch --password "$PASSWORD" \
@@ -399,7 +534,8 @@ report() {
     local r=$WORK/results strict=()
     [[ "${STRICT:-0}" == 1 ]] && strict=(--strict)
     step "Results ($(nproc) CPUs, $(uname -r), Dovecot $(dovecot --version | cut -d' ' -f1), load average $(cut -d' ' -f1-3 /proc/loadavg))"
-    "$BENCH" report --logins "$r/logins.json" --fetch "$r/fetch.json" \
+    "$BENCH" report --logins "$r/logins.json" --pop3-logins "$r/pop3-logins.json" \
+        --submission-logins "$r/submission-logins.json" --fetch "$r/fetch.json" \
         --idle-plain "$r/idle-plain.json" --idle-tls "$r/idle-tls.json" "${strict[@]}"
 }
 

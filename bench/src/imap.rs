@@ -68,8 +68,19 @@ impl Target {
         self.tls.is_some()
     }
 
-    /// Connects and reads the greeting.
+    /// Connects and reads the IMAP greeting.
     pub async fn connect(&self, buf_size: usize) -> Result<Conn> {
+        let mut conn = self.open(buf_size).await?;
+        let greeting = conn.read_line().await.context("greeting")?;
+        if !greeting.starts_with(b"* OK") {
+            bail!("greeting: {}", String::from_utf8_lossy(&greeting));
+        }
+        Ok(conn)
+    }
+
+    /// Connects (and completes TLS) without reading anything: the line protocols
+    /// (POP3, submission) read their own greetings.
+    pub async fn open(&self, buf_size: usize) -> Result<Conn> {
         let tcp = TcpStream::connect(self.addr)
             .await
             .with_context(|| format!("connect {}", self.addr))?;
@@ -83,12 +94,7 @@ impl Target {
                     .with_context(|| format!("TLS handshake with {}", self.addr))?,
             )),
         };
-        let mut conn = Conn::new(io, buf_size);
-        let greeting = conn.read_line().await.context("greeting")?;
-        if !greeting.starts_with(b"* OK") {
-            bail!("greeting: {}", String::from_utf8_lossy(&greeting));
-        }
-        Ok(conn)
+        Ok(Conn::new(io, buf_size))
     }
 }
 

@@ -5,7 +5,9 @@
 //! that drift in the machine's load falls on both sides alike:
 //!
 //! - `logins`: connect, LOGIN, SELECT INBOX, LOGOUT in a loop from N concurrent
-//!   clients for a fixed time; logins per second and latency percentiles;
+//!   clients for a fixed time; logins per second and latency percentiles
+//!   (`--protocol pop3`: USER, PASS, STAT, QUIT; `--protocol submission`: EHLO,
+//!   AUTH PLAIN, QUIT);
 //! - `fetch`: `FETCH 1 BODY.PEEK[]` of one large message, repeated over one logged-in
 //!   connection per side; MB/s (the first fetch is checked byte for byte);
 //! - `idle`: opens N authenticated, SELECTed sessions through postern and holds them;
@@ -16,6 +18,7 @@
 //! Each measurement prints one JSON object on stdout; progress goes to stderr.
 
 mod imap;
+mod lines;
 mod report;
 
 use std::net::SocketAddr;
@@ -25,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
@@ -52,7 +55,7 @@ struct Cli {
 enum Cmd {
     /// APPEND the generated message of --size bytes into the user's INBOX.
     Append(AppendArgs),
-    /// Login rate: connect, LOGIN, SELECT INBOX, LOGOUT.
+    /// Login rate: connect, LOGIN, SELECT INBOX, LOGOUT (or the --protocol's login).
     Logins(LoginArgs),
     /// Relay throughput of a repeated FETCH 1 BODY.PEEK[].
     Fetch(FetchArgs),
@@ -91,12 +94,49 @@ struct AppendArgs {
     size: usize,
 }
 
+/// The dialogue one login iteration runs.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    /// connect, LOGIN, SELECT INBOX, LOGOUT
+    Imap,
+    /// connect, USER, PASS, STAT, QUIT
+    Pop3,
+    /// connect, EHLO, AUTH PLAIN, QUIT
+    Submission,
+}
+
+impl Protocol {
+    fn name(self) -> &'static str {
+        match self {
+            Protocol::Imap => "imap",
+            Protocol::Pop3 => "pop3",
+            Protocol::Submission => "submission",
+        }
+    }
+
+    /// One complete login iteration on a new connection.
+    async fn login_once(self, target: &Target, user: &str, password: &str) -> Result<()> {
+        match self {
+            Protocol::Imap => {
+                let mut c = session(target, user, password, 4096).await?;
+                within(STEP, "LOGOUT", c.command("c", "LOGOUT")).await?;
+                Ok(())
+            }
+            Protocol::Pop3 => lines::pop3_login(STEP, target, user, password).await,
+            Protocol::Submission => lines::submission_login(STEP, target, user, password).await,
+        }
+    }
+}
+
 #[derive(Args)]
 struct LoginArgs {
+    /// The login dialogue.
+    #[arg(long, value_enum, default_value_t = Protocol::Imap)]
+    protocol: Protocol,
     /// The backend itself.
     #[arg(long)]
     direct: Option<SocketAddr>,
-    /// postern's plain IMAP listener in front of it.
+    /// postern's plain listener for --protocol in front of it.
     #[arg(long)]
     proxied: Option<SocketAddr>,
     #[command(flatten)]
@@ -288,13 +328,13 @@ impl LoginTally {
     }
 }
 
-async fn login_once(target: &Target, user: &str, password: &str) -> Result<()> {
-    let mut c = session(target, user, password, 4096).await?;
-    within(STEP, "LOGOUT", c.command("c", "LOGOUT")).await?;
-    Ok(())
-}
-
-async fn login_round(target: &Target, users: &Users, concurrency: usize, secs: f64) -> LoginTally {
+async fn login_round(
+    protocol: Protocol,
+    target: &Target,
+    users: &Users,
+    concurrency: usize,
+    secs: f64,
+) -> LoginTally {
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(secs);
     let mut tasks = tokio::task::JoinSet::new();
@@ -306,7 +346,7 @@ async fn login_round(target: &Target, users: &Users, concurrency: usize, secs: f
             let mut t = LoginTally::default();
             while Instant::now() < deadline {
                 let t0 = Instant::now();
-                match login_once(&target, &user, &password).await {
+                match protocol.login_once(&target, &user, &password).await {
                     Ok(()) => {
                         t.ok += 1;
                         t.latencies_us
@@ -385,16 +425,25 @@ async fn logins(args: LoginArgs) -> Result<Value> {
     for (side, addr) in sides(args.direct, args.proxied, 0) {
         let target = Target::plain(addr);
         for i in 0..args.users.users {
-            login_once(&target, &args.users.name(i), &args.users.password)
+            args.protocol
+                .login_once(&target, &args.users.name(i), &args.users.password)
                 .await
                 .with_context(|| {
                     format!("warm-up login as {} ({side}, {addr})", args.users.name(i))
                 })?;
         }
         if args.warmup_secs > 0.0 {
-            let t = login_round(&target, &args.users, args.concurrency, args.warmup_secs).await;
+            let t = login_round(
+                args.protocol,
+                &target,
+                &args.users,
+                args.concurrency,
+                args.warmup_secs,
+            )
+            .await;
             progress!(
-                "logins warm-up {side:>7}: {:.0}/s (not counted)",
+                "{} logins warm-up {side:>7}: {:.0}/s (not counted)",
+                args.protocol.name(),
                 t.ok as f64 / t.secs
             );
         }
@@ -406,6 +455,7 @@ async fn logins(args: LoginArgs) -> Result<Value> {
         let mut pair = [None; 2];
         for (side, addr) in sides(args.direct, args.proxied, r) {
             let t = login_round(
+                args.protocol,
                 &Target::plain(addr),
                 &args.users,
                 args.concurrency,
@@ -414,7 +464,8 @@ async fn logins(args: LoginArgs) -> Result<Value> {
             .await;
             pair[usize::from(side != "direct")] = Some(t.ok as f64 / t.secs);
             progress!(
-                "logins round {} {side:>7}: {} ok, {} errors in {:.2} s = {:.0}/s",
+                "{} logins round {} {side:>7}: {} ok, {} errors in {:.2} s = {:.0}/s",
+                args.protocol.name(),
                 r + 1,
                 t.ok,
                 t.errors,
@@ -432,6 +483,7 @@ async fn logins(args: LoginArgs) -> Result<Value> {
     }
     Ok(json!({
         "kind": "logins",
+        "protocol": args.protocol.name(),
         "concurrency": args.concurrency,
         "secs_per_round": args.secs,
         "rounds": args.rounds,

@@ -14,8 +14,15 @@ const IDLE_TLS_KIB: f64 = 32.0;
 
 #[derive(Args)]
 pub struct ReportArgs {
+    /// IMAP logins.
     #[arg(long)]
     logins: Option<PathBuf>,
+    /// `logins --protocol pop3`.
+    #[arg(long)]
+    pop3_logins: Option<PathBuf>,
+    /// `logins --protocol submission`.
+    #[arg(long)]
+    submission_logins: Option<PathBuf>,
     #[arg(long)]
     fetch: Option<PathBuf>,
     #[arg(long)]
@@ -172,15 +179,18 @@ fn idle_row(metric: &str, v: Option<&Value>, target_kib: f64, notes: &mut Vec<St
 
 pub fn print(args: &ReportArgs) -> Result<()> {
     let logins = load(&args.logins)?;
+    let pop3_logins = load(&args.pop3_logins)?;
+    let submission_logins = load(&args.submission_logins)?;
     let fetch = load(&args.fetch)?;
     let idle_plain = load(&args.idle_plain)?;
     let idle_tls = load(&args.idle_tls)?;
     let mut notes = Vec::new();
 
-    let clients = logins
-        .as_ref()
-        .and_then(|v| v["concurrency"].as_u64())
-        .unwrap_or(32);
+    let clients = |v: &Option<Value>| {
+        v.as_ref()
+            .and_then(|v| v["concurrency"].as_u64())
+            .unwrap_or(32)
+    };
     let mib = fetch
         .as_ref()
         .and_then(|v| v["message_bytes"].as_f64())
@@ -192,8 +202,33 @@ pub fn print(args: &ReportArgs) -> Result<()> {
     };
     let rows = [
         ratio_row(
-            &format!("IMAP logins/s, {clients} clients (connect, LOGIN, SELECT, LOGOUT)"),
+            &format!(
+                "IMAP logins/s, {} clients (connect, LOGIN, SELECT, LOGOUT)",
+                clients(&logins)
+            ),
             logins.as_ref(),
+            "rate",
+            LOGIN_RATIO,
+            thousands,
+            &mut notes,
+        ),
+        ratio_row(
+            &format!(
+                "POP3 logins/s, {} clients (connect, USER, PASS, STAT, QUIT)",
+                clients(&pop3_logins)
+            ),
+            pop3_logins.as_ref(),
+            "rate",
+            LOGIN_RATIO,
+            thousands,
+            &mut notes,
+        ),
+        ratio_row(
+            &format!(
+                "submission logins/s, {} clients (connect, EHLO, AUTH PLAIN, QUIT)",
+                clients(&submission_logins)
+            ),
+            submission_logins.as_ref(),
             "rate",
             LOGIN_RATIO,
             thousands,
@@ -239,13 +274,18 @@ pub fn print(args: &ReportArgs) -> Result<()> {
             cpu("proxied"),
         ));
     }
-    if let Some(v) = &logins {
+    for (name, v) in [
+        ("IMAP", &logins),
+        ("POP3", &pop3_logins),
+        ("submission", &submission_logins),
+    ] {
+        let Some(v) = v else { continue };
         let lat = |s: &str| {
             let ms = |k: &str| v[s][k].as_f64().map_or(NA.into(), |x| format!("{x:.2}"));
             format!("p50 {} ms, p99 {} ms", ms("p50_ms"), ms("p99_ms"))
         };
         notes.push(format!(
-            "login iteration latency: direct {}; through postern {}",
+            "{name} login iteration latency: direct {}; through postern {}",
             lat("direct"),
             lat("proxied")
         ));
