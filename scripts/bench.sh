@@ -40,6 +40,9 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
+PROG=bench
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 DIRECT_ONLY=0
 for arg in "$@"; do
@@ -80,16 +83,7 @@ note() { printf '    %s\n' "$*" >&2; }
 
 cleanup() {
     local rc=$?
-    local i pid
-    # Stop in reverse start order, each by its PID: SIGTERM, then SIGKILL after 15 s.
-    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-        pid=${PIDS[i]}
-        kill -0 "$pid" 2>/dev/null || continue
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_pids 15
     if [[ -n "$AUTOGROUP_NICE" ]]; then
         echo "$AUTOGROUP_NICE" >/proc/self/autogroup 2>/dev/null || true
     fi
@@ -105,25 +99,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 
-port_open() { python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' "$1"; }
 
-# wait_for DESCRIPTION SECONDS COMMAND...: polls COMMAND every 0.1 s until it succeeds.
-wait_for() {
-    local what=$1 secs=$2
-    shift 2
-    local end=$((SECONDS + secs))
-    until "$@" >/dev/null 2>&1; do
-        if ((SECONDS >= end)); then
-            echo "bench: timed out after ${secs}s waiting for $what" >&2
-            return 1
-        fi
-        sleep 0.1
-    done
-}
 
 install_and_build() {
     local target=${CARGO_TARGET_DIR:-$REPO/target}

@@ -35,6 +35,9 @@ set -eEuo pipefail
 
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
+PROG=demo
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 if [[ $(id -u) -ne 0 ]]; then
     echo "demo: run as root (it installs packages, binds, and drops privileges): sudo $0" >&2
@@ -61,7 +64,6 @@ tail_log() {
 
 cleanup() {
     local rc=$?
-    local i pid
     trap - ERR
     if [[ $rc -ne 0 && -n "$WORK" ]]; then
         echo "demo: FAILED (exit status $rc)" >&2
@@ -70,15 +72,7 @@ cleanup() {
         tail_log "Dovecot's stderr" "$WORK/dovecot/stderr.log"
         tail_log "the SMTP sink's stderr" "$WORK/sink/stderr.log"
     fi
-    # Stop in reverse start order, each by its PID: SIGTERM, then SIGKILL after 10 s.
-    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-        pid=${PIDS[i]}
-        kill -0 "$pid" 2>/dev/null || continue
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_pids 10
     if [[ -n "$WORK" ]]; then
         if [[ "${KEEP:-0}" == 1 || $rc -ne 0 ]]; then
             echo "demo: files kept in $WORK" >&2
@@ -94,23 +88,7 @@ trap 'exit 130' INT TERM
 on_err() { [[ $2 == return* ]] || echo "demo: FAILED: line $1: $2" >&2; }
 trap 'on_err "$LINENO" "$BASH_COMMAND"' ERR
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 
-# wait_for DESCRIPTION SECONDS COMMAND...: polls COMMAND every 0.1 s until it succeeds.
-wait_for() {
-    local what=$1 secs=$2
-    shift 2
-    local end=$((SECONDS + secs))
-    until "$@" >/dev/null 2>&1; do
-        if ((SECONDS >= end)); then
-            echo "demo: timed out after ${secs}s waiting for $what" >&2
-            return 1
-        fi
-        sleep 0.1
-    done
-}
 
 # bounded SECONDS DESCRIPTION COMMAND...: runs COMMAND, killed after SECONDS.
 bounded() {
@@ -125,7 +103,6 @@ bounded() {
     return "$rc"
 }
 
-port_open() { python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' "$1"; }
 
 install_and_build() {
     step "Installing dependencies (scripts/install-deps.sh)"
