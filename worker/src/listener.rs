@@ -74,12 +74,16 @@ pub async fn accept_loop(
             ));
             continue;
         }
+        // Counted from here on: every path below releases the slot.
+        let guard = Admitted(load.clone());
         load.total.fetch_add(1, Ordering::Relaxed);
         let local = match stream.local_addr() {
             Ok(a) => a,
-            Err(_) => continue,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "accepted socket has no local address");
+                continue;
+            }
         };
-        let guard = Admitted(load.clone());
         let svc = svc.clone();
         tokio::spawn(async move {
             let _guard = guard;

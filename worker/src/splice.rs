@@ -60,11 +60,6 @@ const SPLICE_FLAGS: SpliceFFlags =
 /// The process-wide pool [`relay_tcp`] leases from.
 static POOL: Pool = Pool::new();
 
-/// Idle pipes in the process-wide pool (at most [`MAX_IDLE_PIPES`]).
-pub fn pool_len() -> usize {
-    POOL.idle_len()
-}
-
 /// Both ends of one kernel pipe, non-blocking and close-on-exec.
 struct Pipe {
     read: OwnedFd,
@@ -134,6 +129,7 @@ impl Pool {
         drop(pipe);
     }
 
+    #[cfg(test)]
     fn idle_len(&self) -> usize {
         self.idle().len()
     }

@@ -124,6 +124,16 @@ impl DialError {
         )
     }
 
+    /// Logs a dial that failed for `destination`, at the level its [`Side`] calls for.
+    pub fn log(&self, destination: &str) {
+        let error = ErrorChain(self);
+        match self.side() {
+            Side::Upstream => tracing::warn!(destination, %error, "backend unavailable"),
+            Side::Local => tracing::error!(destination, %error, "cannot dial backend"),
+            Side::Client => tracing::debug!(destination, %error, "dial abandoned"),
+        }
+    }
+
     /// The backend's reply for [`DialError::Refused`], shortened to printable ASCII.
     pub fn refused(addr: SocketAddr, stage: &'static str, line: &[u8]) -> DialError {
         const MAX: usize = 120;
@@ -146,13 +156,6 @@ impl DialError {
 
 /// A connected backend, plain or TLS.
 pub type BackendStream = MaybeTls<tokio_rustls::client::TlsStream<TcpStream>>;
-
-/// An established backend connection.
-pub struct Dialed {
-    pub stream: BackendStream,
-    /// The backend address connected to.
-    pub addr: SocketAddr,
-}
 
 /// A fresh backend connection, handed to the protocol's establishment step of
 /// [`Upstreams::dial_with`].
@@ -277,28 +280,12 @@ impl Upstreams {
     }
 
     /// Connects to `destination`'s `protocol` leg on behalf of the client at `client`,
-    /// which connected to `local` (both from the inbound PROXY header when there was one).
-    pub async fn dial(
-        &self,
-        destination: &str,
-        protocol: Protocol,
-        client: SocketAddr,
-        local: SocketAddr,
-    ) -> Result<Dialed, DialError> {
-        self.dial_with(destination, protocol, client, local, |c| async move {
-            Ok(Dialed {
-                stream: c.stream,
-                addr: c.addr,
-            })
-        })
-        .await
-    }
-
-    /// [`Self::dial`], with `establish` run on each fresh connection inside the same
-    /// attempt (same `backend_timeout`, same retries, same breaker outcome). It returns
+    /// which connected to `local` (both from the inbound PROXY header when there was one),
+    /// and runs `establish` on each fresh connection inside the same attempt (same
+    /// `backend_timeout`, same retries, same breaker outcome). `establish` returns
     /// [`DialError::Establish`] for a backend that fails or goes quiet (retried) and
     /// [`DialError::Refused`] for one that answers unusably (not retried; still a
-    /// breaker failure).
+    /// breaker failure). Pass-through legs establish nothing: `|c| async { Ok(c) }`.
     pub async fn dial_with<T, F, Fut>(
         &self,
         destination: &str,

@@ -79,10 +79,13 @@ fn upstreams(config: &Config, material: &Material, own: &[SocketAddr]) -> Upstre
 const CLIENT: &str = "198.51.100.7:5555";
 const LOCAL: &str = "203.0.113.9:25";
 
-async fn dial(u: &Upstreams) -> Result<Dialed, DialError> {
+/// A dial with no establishment step, as the pass-through does.
+async fn dial(u: &Upstreams) -> Result<Connected, DialError> {
     tokio::time::timeout(
         BOUND,
-        u.dial("b", Protocol::Smtp, addr(CLIENT), addr(LOCAL)),
+        u.dial_with("b", Protocol::Smtp, addr(CLIENT), addr(LOCAL), |c| async {
+            Ok(c)
+        }),
     )
     .await
     .expect("dial bounded")
@@ -234,6 +237,79 @@ async fn breaker_probe_after_cooldown_closes_it() {
     assert!(!u.health().is_down("b"));
 }
 
+/// Reference §4.6: what the establishment step returns decides retries and the breaker.
+/// An unusable answer (`Refused`) is one attempt and one breaker failure; a backend that
+/// fails mid-establishment (`Establish`) is retried; a local cause is neither.
+#[tokio::test]
+async fn establishment_outcomes_drive_retries_and_breaker() {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let backend = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    let mut c = one_dest_config("127.0.0.1", port, TlsMode::Plain, Forwarding::None);
+    c.server.backend_connect_retries = 2;
+    c.server.host_down_threshold = 2;
+    c.server.host_down_cooldown = Duration::from_secs(600);
+    let u = upstreams(&c, &Material::default(), &[]);
+    let attempts = std::sync::atomic::AtomicUsize::new(0);
+    let establish = |make: fn(SocketAddr) -> DialError| {
+        attempts.store(0, Ordering::Relaxed);
+        let attempts = &attempts;
+        let u = &u;
+        async move {
+            let dialed = u
+                .dial_with("b", Protocol::Smtp, addr(CLIENT), addr(LOCAL), |c| {
+                    attempts.fetch_add(1, Ordering::Relaxed);
+                    async move { Err::<(), _>(make(c.addr)) }
+                })
+                .await;
+            (dialed.expect_err("fails"), attempts.load(Ordering::Relaxed))
+        }
+    };
+
+    let (e, n) = establish(|_| DialError::NoTlsConfig {
+        destination: "b".into(),
+    })
+    .await;
+    assert!(matches!(e, DialError::NoTlsConfig { .. }), "{e}");
+    assert_eq!(n, 1, "a local cause is not retried");
+    let (e, _) = establish(|_| DialError::NoTlsConfig {
+        destination: "b".into(),
+    })
+    .await;
+    assert_eq!(e.side(), Side::Local);
+    assert!(
+        !u.health().is_down("b"),
+        "a local cause is no breaker failure"
+    );
+
+    let (e, n) = establish(|addr| DialError::refused(addr, "greeting", b"* BYE go away\r\n")).await;
+    assert!(
+        matches!(&e, DialError::Refused { reply, .. } if reply == "* BYE go away"),
+        "{e}"
+    );
+    assert_eq!(n, 1, "an unusable answer is not retried");
+    assert!(!u.health().is_down("b"), "one failure so far");
+
+    let (e, n) = establish(|addr| DialError::Establish {
+        addr,
+        stage: "greeting",
+        source: io::ErrorKind::UnexpectedEof.into(),
+    })
+    .await;
+    assert!(matches!(e, DialError::Establish { .. }), "{e}");
+    assert_eq!(n, 3, "a failed establishment is retried");
+    assert!(
+        u.health().is_down("b"),
+        "refused + failed: threshold reached"
+    );
+    backend.abort();
+}
+
 /// A TLS backend: closes the first `fail_first` connections at once (a failed
 /// handshake), then completes handshakes and echoes one line.
 async fn tls_backend(pair: &CertPair, fail_first: usize) -> (u16, tokio::task::JoinHandle<usize>) {
@@ -266,7 +342,7 @@ async fn tls_backend(pair: &CertPair, fail_first: usize) -> (u16, tokio::task::J
     (port, task)
 }
 
-async fn read_greeting(d: &mut Dialed) -> Vec<u8> {
+async fn read_greeting(d: &mut Connected) -> Vec<u8> {
     let mut got = Vec::new();
     let _ = tokio::time::timeout(BOUND, d.stream.read_to_end(&mut got))
         .await

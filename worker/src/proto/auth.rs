@@ -25,9 +25,33 @@ pub fn mechanisms(sasl: &[String], cleartext_allowed: bool) -> Vec<String> {
 }
 
 /// True when `mechanism` is in the configured SASL list (any case).
-pub fn is_listed(sasl: &[String], mechanism: Mechanism) -> bool {
+fn is_listed(sasl: &[String], mechanism: Mechanism) -> bool {
     sasl.iter()
         .any(|m| m.eq_ignore_ascii_case(mechanism.name()))
+}
+
+/// Why the mechanism a client named cannot start an exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Unknown or not in the configured list: a failure that counts toward
+    /// `max_auth_attempts`.
+    NotOffered,
+    /// A cleartext mechanism (PLAIN, LOGIN) before TLS while cleartext is not allowed:
+    /// refused without counting (reference §5).
+    NeedsTls,
+}
+
+/// The mechanism the client named in its auth command, if it may start an exchange on
+/// this leg.
+pub fn choose(sasl: &[String], name: &str, cleartext_allowed: bool) -> Result<Mechanism, Refusal> {
+    let Some(mechanism) = Mechanism::from_name(name).filter(|&m| is_listed(sasl, m)) else {
+        tracing::debug!(mechanism = name, "mechanism not offered");
+        return Err(Refusal::NotOffered);
+    };
+    if mechanism.is_cleartext() && !cleartext_allowed {
+        return Err(Refusal::NeedsTls);
+    }
+    Ok(mechanism)
 }
 
 /// Cleartext credentials (PLAIN, LOGIN, password commands) are accepted on an

@@ -19,6 +19,8 @@ use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
+use crate::proto::lines::trim_eol;
+
 /// Longest command line before authentication, literal data excluded (STYLE §3).
 pub const MAX_LINE_BYTES: usize = 8 * 1024;
 /// Most literal data one command may carry before authentication (STYLE §3).
@@ -107,6 +109,23 @@ pub struct Oversized {
     pub overflow: Overflow,
     /// The first bytes of the command (up to 64), to recover an IMAP tag.
     pub head: Vec<u8>,
+}
+
+impl Oversized {
+    /// The size of the synchronising literal `{n}` whose header ended the command, when
+    /// the head holds the whole command so far. The framer expects the peer to wait for
+    /// a continuation (IMAP); a ManageSieve client sends the data anyway, and the caller
+    /// has to skip it.
+    pub fn refused_sync_literal(&self) -> Option<u64> {
+        if self.overflow != Overflow::Literal || self.head.len() >= HEAD_BYTES {
+            return None;
+        }
+        let line = self.head.strip_suffix(b"\n")?;
+        match literal_header(line.strip_suffix(b"\r").unwrap_or(line)) {
+            Some((size, true)) => Some(size),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Debug for Oversized {
@@ -361,6 +380,13 @@ fn keep_tail(tail: &mut Vec<u8>, bytes: &[u8]) {
     tail.extend_from_slice(keep_new);
     let excess = tail.len().saturating_sub(LITERAL_HEADER_BYTES);
     tail.drain(..excess);
+}
+
+/// The size of the literal announced at the end of a backend's response line (`{n}` or
+/// `{n+}` before the line end): the reply holds that many more bytes and another line.
+pub fn trailing_literal(line: &[u8]) -> Option<usize> {
+    let (size, _) = literal_header(trim_eol(line))?;
+    usize::try_from(size).ok()
 }
 
 /// `{n}` (synchronising: `true`) or `{n+}` at the end of a segment.

@@ -14,3 +14,4 @@ pub mod session;
 pub mod submission;
 #[cfg(test)]
 mod testkit;
+pub mod xclient;

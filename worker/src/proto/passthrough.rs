@@ -8,7 +8,8 @@
 //!
 //! Every connection goes to `routing.smtp_passthrough_destination`, its `smtp` leg (or
 //! `lmtp` for LMTP listeners). The PROXY header read and the implicit-TLS handshake are
-//! each bounded by `preauth_timeout`; the relay by `bridge_idle`. A failed dial closes
+//! each bounded by `preauth_timeout`; the relay by `bridge_idle`, with `splice(2)` when
+//! both legs are plain TCP. A failed dial closes
 //! the connection without a reply (no `421`). A backend leg with `tls = starttls` is
 //! dialed plain and not upgraded, so a client's STARTTLS reaches the backend as is.
 //! XCLIENT cannot be injected into a raw relay; with `forwarding = xclient` only the TTL
@@ -17,15 +18,17 @@
 use std::net::SocketAddr;
 
 use postern_config::model::{Protocol, TlsMode};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::pipe;
+use postern_config::ErrorChain;
+
+use super::session::{self, accept_tls, ClientStream};
+use crate::pipe::MAX_TIMER;
 use crate::proxy_in::{self, Rewound};
 use crate::services::Services;
 use crate::side::Side;
-use postern_config::ErrorChain;
+use crate::stream::MaybeTls;
 
 /// Serves one pass-through connection (`smtp` or `lmtp` listener).
 pub async fn serve(svc: &Services, mut stream: TcpStream, peer: SocketAddr, local: SocketAddr) {
@@ -59,32 +62,18 @@ pub async fn serve(svc: &Services, mut stream: TcpStream, peer: SocketAddr, loca
         started,
     };
     match listener.tls {
-        TlsMode::Plain => session.bridge(stream, inbound.leftover).await,
+        TlsMode::Plain => {
+            let leftover = inbound.leftover;
+            session.bridge(MaybeTls::Plain(stream), leftover).await
+        }
         TlsMode::Implicit => {
-            let Some(acceptor) = svc.acceptor() else {
-                tracing::error!("implicit tls listener without an acceptor; closing");
-                return;
-            };
-            let handshake = acceptor.accept(Rewound::new(inbound.leftover, stream));
-            let tls = match tokio::time::timeout(listener.preauth_timeout, handshake).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(side = %Side::Client, error = %e, "tls handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(side = %Side::Client, "tls handshake timed out");
-                    return;
-                }
-            };
-            let (_, conn) = tls.get_ref();
-            tracing::debug!(
-                version = ?conn.protocol_version(),
-                cipher = ?conn.negotiated_cipher_suite().map(|s| s.suite()),
-                sni = conn.server_name().unwrap_or(""),
-                "tls established"
-            );
-            session.bridge(tls, Vec::new()).await
+            let deadline = Instant::now() + listener.preauth_timeout.min(MAX_TIMER);
+            let stream = Rewound::new(inbound.leftover, stream);
+            if let Some(tls) = accept_tls(svc, stream, deadline).await {
+                session
+                    .bridge(MaybeTls::Tls(Box::new(tls)), Vec::new())
+                    .await
+            }
         }
         TlsMode::Starttls => {
             // Config validation rejects this; a pass-through cannot see STARTTLS.
@@ -103,29 +92,21 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    async fn bridge<C>(self, client: C, leftover: Vec<u8>)
-    where
-        C: AsyncRead + AsyncWrite + Unpin,
-    {
+    async fn bridge(self, client: ClientStream, leftover: Vec<u8>) {
         let upstreams = self.svc.upstreams();
-        let dialed = match upstreams
-            .dial(self.destination, self.leg, self.client, self.local)
-            .await
-        {
-            Ok(dialed) => dialed,
+        let connected = upstreams
+            .dial_with(
+                self.destination,
+                self.leg,
+                self.client,
+                self.local,
+                |c| async { Ok(c) },
+            )
+            .await;
+        let backend = match connected {
+            Ok(connected) => connected.stream,
             Err(e) => {
-                let error = ErrorChain(&e);
-                match e.side() {
-                    Side::Upstream => {
-                        tracing::warn!(destination = self.destination, %error, "backend unavailable")
-                    }
-                    Side::Local => {
-                        tracing::error!(destination = self.destination, %error, "cannot dial backend")
-                    }
-                    Side::Client => {
-                        tracing::debug!(destination = self.destination, %error, "dial abandoned")
-                    }
-                }
+                e.log(self.destination);
                 return;
             }
         };
@@ -142,7 +123,7 @@ impl Session<'_> {
             );
         }
         let idle = self.svc.config().server.bridge_idle;
-        let relayed = pipe::relay(client, dialed.stream, leftover, idle).await;
+        let relayed = session::relay(client, backend, leftover, idle).await;
         relayed.log_closed(self.destination, None, self.started, idle);
     }
 }

@@ -73,6 +73,7 @@ impl Exchange {
         }
     }
 
+    #[cfg(test)]
     pub fn mechanism(&self) -> Mechanism {
         self.mechanism
     }

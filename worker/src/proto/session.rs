@@ -21,6 +21,7 @@ use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use postern_config::model::TlsMode;
 use postern_config::ErrorChain;
@@ -32,17 +33,17 @@ use super::dialogue::{
     Action, Backend, ClientIdentity, Credentials as RawCredentials, Dialogue, LoginRequest,
     Outcome, Rejection, Replay,
 };
-use crate::pipe::{self, MAX_TIMER};
+use crate::pipe::{self, Relayed, MAX_TIMER};
 use crate::proxy_in::{self, Rewound};
 use crate::sasl::{self, Credentials};
 use crate::services::Services;
 use crate::side::Side;
 use crate::splice;
 use crate::stream::MaybeTls;
-use crate::upstream::{BackendStream, DialError};
+use crate::upstream::BackendStream;
 
 /// The client leg: plain TCP, or TLS (implicit, or after STARTTLS).
-type ClientStream = MaybeTls<tokio_rustls::server::TlsStream<Rewound<TcpStream>>>;
+pub(crate) type ClientStream = MaybeTls<tokio_rustls::server::TlsStream<Rewound<TcpStream>>>;
 
 /// Bytes read from the client per read before authentication.
 const READ_BYTES: usize = 4096;
@@ -104,8 +105,9 @@ pub async fn serve<D: Dialogue, B: Backend>(
     }
 }
 
-/// The TLS handshake on the client leg, bounded by the pre-auth deadline.
-async fn accept_tls(
+/// The TLS handshake on the client leg, bounded by the pre-auth deadline (shared with
+/// the pass-through's implicit TLS).
+pub(crate) async fn accept_tls(
     svc: &Services,
     stream: Rewound<TcpStream>,
     deadline: Instant,
@@ -315,7 +317,7 @@ impl<D: Dialogue, B: Backend> Session<'_, D, B> {
         let backend = match dialed {
             Ok(backend) => backend,
             Err(e) => {
-                log_dial_error(&destination, &e);
+                e.log(&destination);
                 return Ok(self.machine.on_login_result(Outcome::Unavailable));
             }
         };
@@ -397,13 +399,25 @@ impl Handoff {
             ..
         } = backend;
         let idle = svc.config().server.bridge_idle;
-        let relayed = match (client, stream) {
-            (MaybeTls::Plain(client), MaybeTls::Plain(backend)) => {
-                splice::relay_tcp(client, backend, to_backend, idle).await
-            }
-            (client, backend) => pipe::relay(client, backend, to_backend, idle).await,
-        };
+        let relayed = relay(client, stream, to_backend, idle).await;
         relayed.log_closed(&destination, user.as_deref(), started, idle);
+    }
+}
+
+/// `to_backend` to the backend, then bytes both ways until both ends close or `idle`
+/// passes without traffic: `splice(2)` when both legs are plain TCP, the copy loop
+/// otherwise (shared with the pass-through).
+pub(crate) async fn relay(
+    client: ClientStream,
+    backend: BackendStream,
+    to_backend: Vec<u8>,
+    idle: Duration,
+) -> Relayed {
+    match (client, backend) {
+        (MaybeTls::Plain(client), MaybeTls::Plain(backend)) => {
+            splice::relay_tcp(client, backend, to_backend, idle).await
+        }
+        (client, backend) => pipe::relay(client, backend, to_backend, idle).await,
     }
 }
 
@@ -414,14 +428,5 @@ fn decode(request: &LoginRequest) -> Result<Credentials, sasl::SaslError> {
         RawCredentials::UserPassword { user, password } => {
             sasl::decode_login(user.expose(), password.expose())
         }
-    }
-}
-
-fn log_dial_error(destination: &str, e: &DialError) {
-    let error = ErrorChain(e);
-    match e.side() {
-        Side::Upstream => tracing::warn!(destination, %error, "backend unavailable"),
-        Side::Local => tracing::error!(destination, %error, "cannot dial backend"),
-        Side::Client => tracing::debug!(destination, %error, "dial abandoned"),
     }
 }

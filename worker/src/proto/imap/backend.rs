@@ -25,6 +25,7 @@ use std::net::SocketAddr;
 use tokio::io::AsyncWriteExt;
 
 use crate::proto::dialogue::{Backend, ClientIdentity, LoginRequest, Replay};
+use crate::proto::grammar::trailing_literal;
 use crate::proto::lines::{trim_eol, Lines};
 use crate::sasl::{self, Credentials, Mechanism};
 use crate::upstream::{BackendStream, Connected, DialError};
@@ -254,6 +255,7 @@ impl Backend for ImapBackend {
 
 impl ImapBackend {
     /// The backend's capabilities after establishment.
+    #[cfg(test)]
     pub fn capabilities(&self) -> &Capabilities {
         &self.capabilities
     }
@@ -338,7 +340,7 @@ impl ImapBackend {
     /// One response line, literals included (`* ID ("name" {5}\r\nvalue)`).
     async fn read_response(&mut self) -> io::Result<Vec<u8>> {
         let mut response = self.lines.read_line(&mut self.stream).await?;
-        while let Some(size) = literal_size(&response) {
+        while let Some(size) = trailing_literal(&response) {
             if size > MAX_REPLY_LITERAL || response.len() > MAX_REPLY_LITERAL {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -401,18 +403,6 @@ fn quote(bytes: &[u8]) -> Option<Vec<u8>> {
     }
     out.push(b'"');
     Some(out)
-}
-
-/// The size of the literal announced at the end of `line` (`{n}` or `{n+}` before CRLF).
-fn literal_size(line: &[u8]) -> Option<usize> {
-    let body = trim_eol(line).strip_suffix(b"}")?;
-    let open = body.iter().rposition(|&b| b == b'{')?;
-    let digits = &body[open + 1..];
-    let digits = digits.strip_suffix(b"+").unwrap_or(digits);
-    if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 fn is_tagged(line: &[u8], tag: &[u8]) -> bool {

@@ -190,10 +190,10 @@ fn capabilities_literals_and_quoting() {
         .expect("code");
     assert!(caps.has("SASL-IR") && caps.has("imap4rev1") && !caps.has("ID"));
     assert!(Capabilities::from_response_code(b"* OK hello\r\n").is_none());
-    assert_eq!(literal_size(b"* ID (\"a\" {12}\r\n"), Some(12));
-    assert_eq!(literal_size(b"x {3+}\r\n"), Some(3));
-    assert_eq!(literal_size(b"x {}\r\n"), None);
-    assert_eq!(literal_size(b"x {99999999999}\r\n"), None);
+    assert_eq!(trailing_literal(b"* ID (\"a\" {12}\r\n"), Some(12));
+    assert_eq!(trailing_literal(b"x {3+}\r\n"), Some(3));
+    assert_eq!(trailing_literal(b"x {}\r\n"), None);
+    assert_eq!(trailing_literal(b"x {99999999999}\r\n"), None);
     assert_eq!(quote(b"a\"b\\c").expect("quoted"), b"\"a\\\"b\\\\c\"");
     assert!(quote("é".as_bytes()).is_none());
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use postern_config::model::{ImapCapabilities, Listener, TlsMode};
 
 use super::command::{
-    Command, Decoder, ErrorKind, Frame, IdParams, Mechanism, Redacted, SaslResponse, Tag, Tagged,
+    Command, Decoder, ErrorKind, Frame, Mechanism, Redacted, SaslResponse, Tag, Tagged,
 };
 use super::reply;
 use crate::proto::auth::{self, Attempts, AwaitsLogin};
@@ -97,7 +97,6 @@ pub struct Machine {
     tls: bool,
     capabilities: String,
     attempts: Attempts,
-    client_id: Option<IdParams>,
 }
 
 impl Machine {
@@ -111,96 +110,27 @@ impl Machine {
             input: Vec::new(),
             capabilities: String::new(),
             attempts: Attempts::default(),
-            client_id: None,
         };
         machine.capabilities = machine.compute_capabilities();
         machine
     }
 
-    /// `* OK [CAPABILITY ...] <banner>`.
-    pub fn greeting(&self) -> Vec<u8> {
-        reply::greeting(&self.capabilities, &self.settings.banner)
-    }
-
     /// The current capability list.
+    #[cfg(test)]
     pub fn capabilities(&self) -> &str {
         &self.capabilities
     }
 
-    /// True once the client leg is encrypted.
-    pub fn is_tls(&self) -> bool {
-        self.tls
-    }
-
     /// Failures counted toward `max_auth_attempts` so far.
+    #[cfg(test)]
     pub fn failures(&self) -> u32 {
         self.attempts.failures()
     }
 
-    /// The client's last `ID` parameters, if it sent any.
-    pub fn client_id(&self) -> Option<&[(String, Option<String>)]> {
-        self.client_id.as_deref()
-    }
-
-    /// The state's name, for logs.
-    pub fn state_name(&self) -> &'static str {
-        self.state.name()
-    }
-
     /// Client bytes held: unframed input, or what was pipelined behind a login.
+    #[cfg(test)]
     pub fn buffered_bytes(&self) -> usize {
         self.input.len()
-    }
-
-    pub fn is_closed(&self) -> bool {
-        matches!(self.state, State::Closed)
-    }
-
-    /// Bytes from the client, split anywhere.
-    pub fn on_bytes(&mut self, bytes: &[u8]) -> Vec<Action> {
-        let mut out = Vec::new();
-        match self.state {
-            State::NotAuthenticated | State::ExpectSaslResponse(_) => {
-                self.input.extend_from_slice(bytes);
-                self.process(&mut out);
-            }
-            State::AwaitingOutcome(_) => self.hold(bytes, &mut out),
-            State::AwaitingTls if !bytes.is_empty() => {
-                // RFC 9051 §6.2.1: nothing may follow STARTTLS before the handshake.
-                tracing::debug!("plaintext received after STARTTLS");
-                self.close(&mut out);
-            }
-            State::AwaitingTls | State::Authenticated | State::Closed => {}
-        }
-        out
-    }
-
-    /// The TLS handshake after STARTTLS completed: the parser starts afresh and the
-    /// capabilities are recomputed. IMAP sends no new greeting (RFC 9051 §6.2.1).
-    pub fn on_tls_established(&mut self) -> Vec<Action> {
-        if !matches!(self.state, State::AwaitingTls) {
-            tracing::error!(
-                state = self.state.name(),
-                "tls established outside starttls"
-            );
-            return Vec::new();
-        }
-        self.tls = true;
-        self.capabilities = self.compute_capabilities();
-        self.decoder.reset();
-        self.input.clear();
-        self.state = State::NotAuthenticated;
-        Vec::new()
-    }
-
-    /// How the [`Action::Login`] ended.
-    pub fn on_login_result(&mut self, outcome: Outcome) -> Vec<Action> {
-        self.login_result(outcome)
-    }
-
-    /// The caller refused the credentials of the [`Action::Login`] itself.
-    pub fn on_rejected(&mut self, rejection: Rejection) -> Vec<Action> {
-        self.rejected(rejection)
     }
 
     fn cleartext_allowed(&self) -> bool {
@@ -274,10 +204,9 @@ impl Machine {
                 out.push(Action::Reply(reply::capability(&tag, &self.capabilities)))
             }
             Command::Noop => out.push(Action::Reply(reply::noop(&tag))),
-            Command::Id(params) => {
-                self.client_id = params;
-                out.push(Action::Reply(reply::id(&tag)));
-            }
+            // The client's own ID fields are not used: the backend learns about the
+            // client from the proxy's ID (backend.rs).
+            Command::Id(_) => out.push(Action::Reply(reply::id(&tag))),
             Command::Logout => {
                 out.push(Action::Reply(reply::logout(&tag)));
                 self.close(out);
@@ -365,18 +294,18 @@ impl Machine {
         rest: &[u8],
         out: &mut Vec<Action>,
     ) {
-        let Some(mechanism) =
-            Mechanism::from_name(name).filter(|&m| auth::is_listed(&self.settings.sasl, m))
-        else {
-            tracing::debug!(mechanism = name, "mechanism not offered");
-            out.push(Action::Reply(reply::mechanism_unsupported(&tag, name)));
-            self.count_failure(out);
-            return;
+        let mechanism = match auth::choose(&self.settings.sasl, name, self.cleartext_allowed()) {
+            Ok(mechanism) => mechanism,
+            Err(auth::Refusal::NotOffered) => {
+                out.push(Action::Reply(reply::mechanism_unsupported(&tag, name)));
+                self.count_failure(out);
+                return;
+            }
+            Err(auth::Refusal::NeedsTls) => {
+                out.push(Action::Reply(reply::privacy_required(&tag)));
+                return;
+            }
         };
-        if mechanism.is_cleartext() && !self.cleartext_allowed() {
-            out.push(Action::Reply(reply::privacy_required(&tag)));
-            return;
-        }
         let initial = initial_response.as_ref().map(|r| r.expose().as_slice());
         self.on_exchange(tag, Exchange::start(mechanism, initial), rest, out);
     }
@@ -514,28 +443,62 @@ impl AwaitsLogin for Machine {
 }
 
 impl Dialogue for Machine {
+    /// `* OK [CAPABILITY ...] <banner>`.
     fn greeting(&self) -> Vec<u8> {
-        Machine::greeting(self)
+        reply::greeting(&self.capabilities, &self.settings.banner)
     }
+    /// Bytes from the client, split anywhere.
     fn on_bytes(&mut self, bytes: &[u8]) -> Vec<Action> {
-        Machine::on_bytes(self, bytes)
+        let mut out = Vec::new();
+        match self.state {
+            State::NotAuthenticated | State::ExpectSaslResponse(_) => {
+                self.input.extend_from_slice(bytes);
+                self.process(&mut out);
+            }
+            State::AwaitingOutcome(_) => self.hold(bytes, &mut out),
+            State::AwaitingTls if !bytes.is_empty() => {
+                // RFC 9051 §6.2.1: nothing may follow STARTTLS before the handshake.
+                tracing::debug!("plaintext received after STARTTLS");
+                self.close(&mut out);
+            }
+            State::AwaitingTls | State::Authenticated | State::Closed => {}
+        }
+        out
     }
+    /// The TLS handshake after STARTTLS completed: the parser starts afresh and the
+    /// capabilities are recomputed. IMAP sends no new greeting (RFC 9051 §6.2.1).
     fn on_tls_established(&mut self) -> Vec<Action> {
-        Machine::on_tls_established(self)
+        if !matches!(self.state, State::AwaitingTls) {
+            tracing::error!(
+                state = self.state.name(),
+                "tls established outside starttls"
+            );
+            return Vec::new();
+        }
+        self.tls = true;
+        self.capabilities = self.compute_capabilities();
+        self.decoder.reset();
+        self.input.clear();
+        self.state = State::NotAuthenticated;
+        Vec::new()
     }
+    /// How the [`Action::Login`] ended.
     fn on_login_result(&mut self, outcome: Outcome) -> Vec<Action> {
-        Machine::on_login_result(self, outcome)
+        self.login_result(outcome)
     }
+    /// The caller refused the credentials of the [`Action::Login`] itself.
     fn on_rejected(&mut self, rejection: Rejection) -> Vec<Action> {
-        Machine::on_rejected(self, rejection)
+        self.rejected(rejection)
     }
+    /// True once the client leg is encrypted.
     fn is_tls(&self) -> bool {
-        Machine::is_tls(self)
+        self.tls
     }
     fn is_closed(&self) -> bool {
-        Machine::is_closed(self)
+        matches!(self.state, State::Closed)
     }
+    /// The state's name, for logs.
     fn state_name(&self) -> &'static str {
-        Machine::state_name(self)
+        self.state.name()
     }
 }

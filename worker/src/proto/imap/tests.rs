@@ -7,7 +7,7 @@ use std::sync::Arc;
 use postern_config::model::{Protocol, TlsMode};
 
 use super::state::{Machine, Settings, MAX_HELD_BYTES};
-use crate::proto::dialogue::{Action, LoginRequest, Outcome, Rejection};
+use crate::proto::dialogue::{Action, Dialogue, LoginRequest, Outcome, Rejection};
 use crate::proto::grammar::Limits;
 use crate::proto::testkit::{self, fail, send, Scripted, Step, Transcript};
 
@@ -534,17 +534,6 @@ fn id_with_a_list_and_logout() {
             "c OK LOGOUT completed.",
             "<close>",
         ]
-    );
-    let mut machine = Machine::new(s);
-    machine.on_bytes(b"a ID (\"name\" \"imaplib\" \"version\" NIL)\r\n");
-    assert_eq!(
-        machine.client_id(),
-        Some(
-            &[
-                ("name".into(), Some("imaplib".into())),
-                ("version".into(), None)
-            ][..]
-        )
     );
 }
 

@@ -23,14 +23,15 @@
 //! replay line carries credentials.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use tokio::io::AsyncWriteExt;
 
 use super::command::ManageSieve;
 use crate::proto::dialogue::{Backend, ClientIdentity, LoginRequest, Replay};
-use crate::proto::grammar::Tokens;
+use crate::proto::grammar::{trailing_literal, Tokens};
 use crate::proto::lines::{trim_eol, Lines};
+use crate::proto::xclient;
 use crate::sasl::{self, Credentials};
 use crate::upstream::{BackendStream, Connected, DialError};
 use postern_config::model::{Forwarding, Protocol, TlsMode};
@@ -150,7 +151,7 @@ impl Backend for ManageSieveBackend {
         }
 
         if leg.forwarding == Forwarding::Xclient && backend.capabilities.has("XCLIENT") {
-            let command = xclient_command(identity);
+            let command = xclient::command(identity);
             let done = backend.command("xclient", command.as_bytes()).await?;
             // A rejected XCLIENT fails the backend connection (reference §4.3).
             if !is_status(&done, b"OK") {
@@ -217,6 +218,7 @@ impl Backend for ManageSieveBackend {
 
 impl ManageSieveBackend {
     /// The backend's capabilities after establishment.
+    #[cfg(test)]
     pub fn capabilities(&self) -> &Capabilities {
         &self.capabilities
     }
@@ -272,7 +274,7 @@ impl ManageSieveBackend {
     /// One response line, literals included (`NO {12}\r\nwhy it failed\r\n`).
     async fn read_response(&mut self) -> io::Result<Vec<u8>> {
         let mut response = self.lines.read_line(&mut self.stream).await?;
-        while let Some(size) = literal_size(&response) {
+        while let Some(size) = trailing_literal(&response) {
             if size > MAX_REPLY_LITERAL || response.len() > MAX_REPLY_LITERAL {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -286,49 +288,6 @@ impl ManageSieveBackend {
         }
         Ok(response)
     }
-}
-
-/// `XCLIENT ...` with the client's addresses (reference §4.3: the POP3 attributes).
-///
-/// IPv6 addresses go bare, as the reference's implementation sends them to POP3 and
-/// ManageSieve backends: the `IPV6:` prefix is SMTP's (Postfix XCLIENT), and Dovecot's
-/// managesieve-login refuses `ADDR=IPV6:...` ("Error in MANAGESIEVE command"), which
-/// would fail every IPv6 client's login (tests/managesieve_dovecot.rs shows both).
-pub fn xclient_command(identity: &ClientIdentity) -> String {
-    let client = identity.client;
-    let local = identity.local;
-    let transport = if identity.client_tls {
-        "TLS"
-    } else {
-        "insecure"
-    };
-    format!(
-        "XCLIENT ADDR={} PORT={} DESTADDR={} DESTPORT={} SESSION={} TTL={} CLIENT-TRANSPORT={}\r\n",
-        xclient_ip(client.ip()),
-        client.port(),
-        xclient_ip(local.ip()),
-        local.port(),
-        identity.session_id(),
-        identity.ttl(),
-        transport,
-    )
-}
-
-/// IPv4-mapped IPv6 addresses are written as IPv4.
-fn xclient_ip(ip: IpAddr) -> String {
-    ip.to_canonical().to_string()
-}
-
-/// The size of the literal announced at the end of `line` (`{n}` or `{n+}` before CRLF).
-fn literal_size(line: &[u8]) -> Option<usize> {
-    let body = trim_eol(line).strip_suffix(b"}")?;
-    let open = body.iter().rposition(|&b| b == b'{')?;
-    let digits = &body[open + 1..];
-    let digits = digits.strip_suffix(b"+").unwrap_or(digits);
-    if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// A response starting with `status` (`OK`, `NO`, `BYE`), in any case, followed by a

@@ -16,7 +16,7 @@
 use std::fmt;
 
 use crate::proto::grammar::{
-    Framed, Framer, Grammar, Limits, Mode, Overflow, Oversized, SyntaxError, Token, Tokens,
+    Framed, Framer, Grammar, Limits, Mode, Overflow, SyntaxError, Token, Tokens,
 };
 
 pub use crate::proto::dialogue::Redacted;
@@ -203,7 +203,7 @@ impl Decoder {
                 Ok(Some(Framed::NeedContinuation { .. })) => continue,
                 Ok(Some(Framed::Line(line))) => return Ok(Some(line)),
                 Err(oversized) => {
-                    if let Some(size) = refused_sync_literal(&oversized) {
+                    if let Some(size) = oversized.refused_sync_literal() {
                         self.skip = Skip::Literal(size);
                     }
                     return Err(match oversized.overflow {
@@ -240,26 +240,6 @@ impl Skip {
         }
         true
     }
-}
-
-/// The size of a synchronising literal `{n}` the framer refused at its header. The
-/// framer expects the client to wait (IMAP); a ManageSieve client sends the data anyway,
-/// so it has to be skipped. Known only when the command so far fits the framer's head.
-fn refused_sync_literal(oversized: &Oversized) -> Option<u64> {
-    /// The framer keeps this many bytes of a command's start.
-    const HEAD_BYTES: usize = 64;
-    if oversized.overflow != Overflow::Literal || oversized.head.len() >= HEAD_BYTES {
-        return None;
-    }
-    let line = oversized.head.strip_suffix(b"\n")?;
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let body = line.strip_suffix(b"}")?;
-    let open = body.iter().rposition(|&b| b == b'{')?;
-    let digits = &body[open + 1..];
-    if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// Parses one complete command line (its final CRLF removed).

@@ -108,85 +108,21 @@ impl Machine {
         machine
     }
 
-    /// The capability response (RFC 5804 §1.7): the greeting.
-    pub fn greeting(&self) -> Vec<u8> {
-        self.capabilities.clone()
-    }
-
     /// The SASL mechanisms advertised now.
     pub fn mechanisms(&self) -> Vec<String> {
         reply::sasl_mechanisms(&self.settings.sasl, self.cleartext_allowed())
     }
 
-    /// True once the client leg is encrypted.
-    pub fn is_tls(&self) -> bool {
-        self.tls
-    }
-
     /// Failures counted toward `max_auth_attempts` so far.
+    #[cfg(test)]
     pub fn failures(&self) -> u32 {
         self.attempts.failures()
     }
 
-    /// The state's name, for logs.
-    pub fn state_name(&self) -> &'static str {
-        self.state.name()
-    }
-
     /// Client bytes held: unframed input, or what was pipelined behind a login.
+    #[cfg(test)]
     pub fn buffered_bytes(&self) -> usize {
         self.input.len()
-    }
-
-    pub fn is_closed(&self) -> bool {
-        matches!(self.state, State::Closed)
-    }
-
-    /// Bytes from the client, split anywhere.
-    pub fn on_bytes(&mut self, bytes: &[u8]) -> Vec<Action> {
-        let mut out = Vec::new();
-        match self.state {
-            State::NotAuthenticated | State::ExpectSaslResponse(_) => {
-                self.input.extend_from_slice(bytes);
-                self.process(&mut out);
-            }
-            State::AwaitingOutcome { .. } => self.hold(bytes, &mut out),
-            State::AwaitingTls if !bytes.is_empty() => {
-                // RFC 5804 §2.2: the client sends nothing before the handshake.
-                tracing::debug!("plaintext received after STARTTLS");
-                self.close(&mut out);
-            }
-            State::AwaitingTls | State::Authenticated | State::Closed => {}
-        }
-        out
-    }
-
-    /// The TLS handshake after STARTTLS completed: the parser starts afresh and the
-    /// capability response is recomputed and sent again (RFC 5804 §2.2).
-    pub fn on_tls_established(&mut self) -> Vec<Action> {
-        if !matches!(self.state, State::AwaitingTls) {
-            tracing::error!(
-                state = self.state.name(),
-                "tls established outside starttls"
-            );
-            return Vec::new();
-        }
-        self.tls = true;
-        self.capabilities = self.compute_capabilities();
-        self.decoder.reset();
-        self.input.clear();
-        self.state = State::NotAuthenticated;
-        vec![Action::Reply(self.capabilities.clone())]
-    }
-
-    /// How the [`Action::Login`] ended.
-    pub fn on_login_result(&mut self, outcome: Outcome) -> Vec<Action> {
-        self.login_result(outcome)
-    }
-
-    /// The caller refused the credentials of the [`Action::Login`] itself.
-    pub fn on_rejected(&mut self, rejection: Rejection) -> Vec<Action> {
-        self.rejected(rejection)
     }
 
     fn cleartext_allowed(&self) -> bool {
@@ -294,19 +230,19 @@ impl Machine {
         rest: &[u8],
         out: &mut Vec<Action>,
     ) {
-        let Some(mechanism) =
-            Mechanism::from_name(name).filter(|&m| auth::is_listed(&self.settings.sasl, m))
-        else {
-            tracing::debug!(mechanism = name, "mechanism not offered");
-            out.push(Action::Reply(reply::mechanism_unsupported()));
-            self.count_failure(out);
-            return;
+        let mechanism = match auth::choose(&self.settings.sasl, name, self.cleartext_allowed()) {
+            Ok(mechanism) => mechanism,
+            Err(auth::Refusal::NotOffered) => {
+                out.push(Action::Reply(reply::mechanism_unsupported()));
+                self.count_failure(out);
+                return;
+            }
+            Err(auth::Refusal::NeedsTls) => {
+                // Not counted (reference §5).
+                out.push(Action::Reply(reply::encrypt_needed()));
+                return;
+            }
         };
-        if mechanism.is_cleartext() && !self.cleartext_allowed() {
-            // Not counted (reference §5).
-            out.push(Action::Reply(reply::encrypt_needed()));
-            return;
-        }
         let initial = initial_response.as_ref().map(|r| r.expose().as_slice());
         self.on_exchange(Exchange::start(mechanism, initial), rest, out);
     }
@@ -437,28 +373,62 @@ impl AwaitsLogin for Machine {
 }
 
 impl Dialogue for Machine {
+    /// The capability response (RFC 5804 §1.7): the greeting.
     fn greeting(&self) -> Vec<u8> {
-        Machine::greeting(self)
+        self.capabilities.clone()
     }
+    /// Bytes from the client, split anywhere.
     fn on_bytes(&mut self, bytes: &[u8]) -> Vec<Action> {
-        Machine::on_bytes(self, bytes)
+        let mut out = Vec::new();
+        match self.state {
+            State::NotAuthenticated | State::ExpectSaslResponse(_) => {
+                self.input.extend_from_slice(bytes);
+                self.process(&mut out);
+            }
+            State::AwaitingOutcome { .. } => self.hold(bytes, &mut out),
+            State::AwaitingTls if !bytes.is_empty() => {
+                // RFC 5804 §2.2: the client sends nothing before the handshake.
+                tracing::debug!("plaintext received after STARTTLS");
+                self.close(&mut out);
+            }
+            State::AwaitingTls | State::Authenticated | State::Closed => {}
+        }
+        out
     }
+    /// The TLS handshake after STARTTLS completed: the parser starts afresh and the
+    /// capability response is recomputed and sent again (RFC 5804 §2.2).
     fn on_tls_established(&mut self) -> Vec<Action> {
-        Machine::on_tls_established(self)
+        if !matches!(self.state, State::AwaitingTls) {
+            tracing::error!(
+                state = self.state.name(),
+                "tls established outside starttls"
+            );
+            return Vec::new();
+        }
+        self.tls = true;
+        self.capabilities = self.compute_capabilities();
+        self.decoder.reset();
+        self.input.clear();
+        self.state = State::NotAuthenticated;
+        vec![Action::Reply(self.capabilities.clone())]
     }
+    /// How the [`Action::Login`] ended.
     fn on_login_result(&mut self, outcome: Outcome) -> Vec<Action> {
-        Machine::on_login_result(self, outcome)
+        self.login_result(outcome)
     }
+    /// The caller refused the credentials of the [`Action::Login`] itself.
     fn on_rejected(&mut self, rejection: Rejection) -> Vec<Action> {
-        Machine::on_rejected(self, rejection)
+        self.rejected(rejection)
     }
+    /// True once the client leg is encrypted.
     fn is_tls(&self) -> bool {
-        Machine::is_tls(self)
+        self.tls
     }
     fn is_closed(&self) -> bool {
-        Machine::is_closed(self)
+        matches!(self.state, State::Closed)
     }
+    /// The state's name, for logs.
     fn state_name(&self) -> &'static str {
-        Machine::state_name(self)
+        self.state.name()
     }
 }

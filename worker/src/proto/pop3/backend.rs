@@ -19,12 +19,13 @@
 //! bound. Nothing here logs a payload: the replay lines carry credentials.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use tokio::io::AsyncWriteExt;
 
 use crate::proto::dialogue::{Backend, ClientIdentity, LoginRequest, Replay};
 use crate::proto::lines::{trim_eol, Lines};
+use crate::proto::xclient;
 use crate::sasl::{self, Credentials};
 use crate::upstream::{BackendStream, Connected, DialError};
 use postern_config::model::{Forwarding, Protocol, TlsMode};
@@ -117,7 +118,7 @@ impl Backend for Pop3Backend {
             }
             if xclient {
                 backend
-                    .send("xclient", xclient_command(identity).as_bytes())
+                    .send("xclient", xclient::command(identity).as_bytes())
                     .await?;
                 let reply = backend.read_line("xclient").await?;
                 // Reference §4.3: a rejected XCLIENT fails the backend connection.
@@ -251,37 +252,6 @@ impl Pop3Backend {
                 source,
             })
     }
-}
-
-/// `XCLIENT ADDR= PORT= DESTADDR= DESTPORT= SESSION= TTL= CLIENT-TRANSPORT=` with the
-/// client's addresses (reference §4.3).
-///
-/// IPv6 addresses go bare (`ADDR=2001:db8::7`): the `IPV6:` prefix is SMTP's (RFC 5321
-/// address literals, Postfix XCLIENT); Dovecot's POP3 XCLIENT answers `-ERR Invalid
-/// parameters` to it, which would fail every IPv6 client's login.
-pub fn xclient_command(identity: &ClientIdentity) -> String {
-    let client = identity.client;
-    let local = identity.local;
-    let transport = if identity.client_tls {
-        "TLS"
-    } else {
-        "insecure"
-    };
-    format!(
-        "XCLIENT ADDR={} PORT={} DESTADDR={} DESTPORT={} SESSION={} TTL={} \
-         CLIENT-TRANSPORT={transport}\r\n",
-        xclient_addr(client.ip()),
-        client.port(),
-        xclient_addr(local.ip()),
-        local.port(),
-        identity.session_id(),
-        identity.ttl(),
-    )
-}
-
-/// An address as POP3 XCLIENT writes it; IPv4-mapped IPv6 addresses become IPv4.
-fn xclient_addr(ip: IpAddr) -> String {
-    ip.to_canonical().to_string()
 }
 
 /// `+OK`, alone or followed by a space and text.

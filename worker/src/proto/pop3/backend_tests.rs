@@ -279,20 +279,6 @@ async fn xclient_from_capa_ipv6_over_tls() {
     );
 }
 
-#[test]
-fn ipv4_mapped_addresses_are_sent_as_ipv4() {
-    let line = xclient_command(&identity(
-        "[::ffff:192.0.2.9]:1234",
-        "[::ffff:198.51.100.1]:110",
-        false,
-    ));
-    assert_eq!(
-        line,
-        "XCLIENT ADDR=192.0.2.9 PORT=1234 DESTADDR=198.51.100.1 DESTPORT=110 \
-         SESSION=P2a TTL=6 CLIENT-TRANSPORT=insecure\r\n"
-    );
-}
-
 #[tokio::test]
 async fn no_xclient_when_not_offered_or_not_configured() {
     let (outcome, received) = run(

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use postern_config::model::{Protocol, TlsMode};
 
 use super::state::{Machine, Settings, MAX_HELD_BYTES};
-use crate::proto::dialogue::{LoginRequest, Outcome, Rejection};
+use crate::proto::dialogue::{Dialogue, LoginRequest, Outcome, Rejection};
 use crate::proto::grammar::MAX_LINE_BYTES;
 use crate::proto::testkit::{self, fail, send, Scripted, Step, Transcript};
 

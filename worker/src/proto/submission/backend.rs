@@ -24,13 +24,14 @@
 //! Nothing here logs a payload: the `AUTH` line carries credentials.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use tokio::io::AsyncWriteExt;
 
 use super::command::is_safe_helo;
 use crate::proto::dialogue::{Backend, ClientIdentity, LoginRequest, Replay};
 use crate::proto::lines::{trim_eol, Lines};
+use crate::proto::xclient::{self, Ipv6Form};
 use crate::sasl::{self, Credentials};
 use crate::upstream::{BackendStream, Connected, DialError};
 use postern_config::model::{Forwarding, Protocol, TlsMode};
@@ -289,6 +290,7 @@ impl Backend for SubmissionBackend {
 
 impl SubmissionBackend {
     /// What the backend's last EHLO reply advertised.
+    #[cfg(test)]
     pub fn extensions(&self) -> &Extensions {
         &self.extensions
     }
@@ -372,43 +374,17 @@ pub fn ehlo_command(identity: &ClientIdentity) -> String {
 /// XCLIENT line), `HELO=` only for a safe name and never `LOGIN=`. `None` when no
 /// attribute is left. Every value is plain xtext (RFC 3461 §4) as written.
 pub fn xclient_command(identity: &ClientIdentity, offered: &[String]) -> Option<String> {
-    let client = identity.client;
-    let local = identity.local;
-    let transport = if identity.client_tls {
-        "TLS"
-    } else {
-        "insecure"
-    };
     let helo = identity.helo.as_deref().filter(|h| is_safe_helo(h));
-    let attributes = [
-        ("ADDR", Some(xclient_addr(client.ip()))),
-        ("PORT", Some(client.port().to_string())),
-        ("DESTADDR", Some(xclient_addr(local.ip()))),
-        ("DESTPORT", Some(local.port().to_string())),
-        ("SESSION", Some(identity.session_id())),
-        ("TTL", Some(identity.ttl().to_string())),
-        ("CLIENT-TRANSPORT", Some(transport.to_string())),
-        ("HELO", helo.map(str::to_owned)),
-        ("PROTO", Some("ESMTP".to_string())),
-    ];
-    let sent: Vec<String> = attributes
+    let sent: Vec<(&'static str, String)> = xclient::attributes(identity, Ipv6Form::Prefixed)
         .into_iter()
+        .chain(helo.map(|h| ("HELO", h.to_owned())))
+        .chain([("PROTO", "ESMTP".to_owned())])
         .filter(|(name, _)| offered.iter().any(|o| o.eq_ignore_ascii_case(name)))
-        .filter_map(|(name, value)| value.map(|v| format!("{name}={v}")))
         .collect();
     if sent.is_empty() {
         return None;
     }
-    Some(format!("XCLIENT {}\r\n", sent.join(" ")))
-}
-
-/// An address as SMTP XCLIENT writes it: IPv4 as is (IPv4-mapped IPv6 too), IPv6 with
-/// the `IPV6:` prefix of RFC 5321 address literals (Postfix XCLIENT).
-fn xclient_addr(ip: IpAddr) -> String {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("IPV6:{v6}"),
-    }
+    Some(xclient::line(sent))
 }
 
 #[cfg(test)]

@@ -12,6 +12,13 @@ use crate::proto::dialogue::Redacted;
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
 /// Longest verb postern looks at (`STARTTLS`, `XCLIENT`, `MAIL`...).
 const MAX_VERB_BYTES: usize = 16;
+/// Verbs of the mail transaction and other sessions (RFC 5321, 3030, 4468, 1985, XCLIENT,
+/// XFORWARD): named in logs when refused. Any other word stays unnamed, since it may be a
+/// credential (a base64 SASL line sent after its AUTH was refused).
+const OTHER_VERBS: [&str; 12] = [
+    "MAIL", "RCPT", "DATA", "BDAT", "VRFY", "EXPN", "HELP", "ETRN", "ATRN", "BURL", "XCLIENT",
+    "XFORWARD",
+];
 /// Longest SASL mechanism name (RFC 4422 §3.1: 20 characters).
 const MAX_MECHANISM_BYTES: usize = 20;
 
@@ -35,14 +42,14 @@ pub enum Command {
     Rset,
     /// `QUIT`.
     Quit,
-    /// Any other well-formed verb (`MAIL`, `RCPT`, `DATA`, `VRFY`, ...), upper-cased: not
-    /// allowed before authentication.
-    Other(String),
+    /// Any other well-formed verb: not allowed before authentication. Named (upper-cased)
+    /// only when it is one of the known verbs (`MAIL`, `RCPT`, `DATA`, `VRFY`, ...).
+    Other(Option<&'static str>),
 }
 
 impl Command {
     /// The verb, for logs.
-    pub fn name(&self) -> &str {
+    pub fn name(&self) -> &'static str {
         match self {
             Command::Ehlo { .. } => "EHLO",
             Command::Helo { .. } => "HELO",
@@ -51,7 +58,8 @@ impl Command {
             Command::Noop => "NOOP",
             Command::Rset => "RSET",
             Command::Quit => "QUIT",
-            Command::Other(verb) => verb,
+            Command::Other(Some(verb)) => verb,
+            Command::Other(None) => "<unknown>",
         }
     }
 }
@@ -144,7 +152,11 @@ pub fn parse(line: &[u8]) -> Result<Command, SyntaxError> {
         b"QUIT" => no_args(Command::Quit),
         // RFC 5321 §4.1.1.9: NOOP may carry a string, which is ignored.
         b"NOOP" => Ok(Command::Noop),
-        _ => Ok(Command::Other(String::from_utf8_lossy(&verb).into_owned())),
+        _ => Ok(Command::Other(
+            OTHER_VERBS
+                .into_iter()
+                .find(|v| v.as_bytes() == verb.as_slice()),
+        )),
     }
 }
 
@@ -255,7 +267,9 @@ mod tests {
         assert_eq!(parse(b"NOOP anything"), Ok(Command::Noop));
         assert_eq!(parse(b"RSET "), Ok(Command::Rset));
         assert_eq!(parse(b"quit"), Ok(Command::Quit));
-        assert_eq!(parse(b"mail FROM:<a@b>"), Ok(Command::Other("MAIL".into())));
+        assert_eq!(parse(b"mail FROM:<a@b>"), Ok(Command::Other(Some("MAIL"))));
+        // A base64 SASL line sent as a command is not named in logs.
+        assert_eq!(parse(b"cHc"), Ok(Command::Other(None)));
         assert_eq!(parse(b""), Err(SyntaxError::Syntax));
         assert_eq!(parse(b" EHLO x"), Err(SyntaxError::Syntax));
         assert_eq!(parse(b"EH1O x"), Err(SyntaxError::Syntax));

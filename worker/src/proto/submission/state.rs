@@ -139,87 +139,16 @@ impl Machine {
         }
     }
 
-    /// `220 <hostname> ESMTP <banner>`.
-    pub fn greeting(&self) -> Vec<u8> {
-        reply::greeting(&self.settings.hostname, &self.settings.banner)
-    }
-
-    /// True once the client leg is encrypted.
-    pub fn is_tls(&self) -> bool {
-        self.tls
-    }
-
     /// Failures counted toward `max_auth_attempts` so far.
+    #[cfg(test)]
     pub fn failures(&self) -> u32 {
         self.attempts.failures()
     }
 
-    /// The state's name, for logs.
-    pub fn state_name(&self) -> &'static str {
-        self.state.name()
-    }
-
     /// Client bytes held: unframed input, or what was pipelined behind a login.
+    #[cfg(test)]
     pub fn buffered_bytes(&self) -> usize {
         self.input.len()
-    }
-
-    pub fn is_closed(&self) -> bool {
-        matches!(self.state, State::Closed)
-    }
-
-    /// The client's EHLO name when it is safe to repeat to a backend (a domain or an
-    /// address literal: [`command::is_safe_helo`]).
-    pub fn helo(&self) -> Option<&str> {
-        self.helo.as_deref().filter(|h| command::is_safe_helo(h))
-    }
-
-    /// Bytes from the client, split anywhere.
-    pub fn on_bytes(&mut self, bytes: &[u8]) -> Vec<Action> {
-        let mut out = Vec::new();
-        match self.state {
-            State::Ready | State::ExpectSaslResponse(_) => {
-                self.input.extend_from_slice(bytes);
-                self.process(&mut out);
-            }
-            State::AwaitingOutcome(_) => self.hold(bytes, &mut out),
-            State::AwaitingTls if !bytes.is_empty() => {
-                // RFC 3207 §4.2: nothing may follow STARTTLS before the handshake.
-                tracing::debug!("plaintext received after STARTTLS");
-                self.close(&mut out);
-            }
-            State::AwaitingTls | State::Authenticated | State::Closed => {}
-        }
-        out
-    }
-
-    /// The TLS handshake after STARTTLS completed. RFC 3207 §4.2: everything learnt
-    /// from the client before it is discarded (its EHLO name too), and no new greeting
-    /// is sent; the client starts again with EHLO.
-    pub fn on_tls_established(&mut self) -> Vec<Action> {
-        if !matches!(self.state, State::AwaitingTls) {
-            tracing::error!(
-                state = self.state.name(),
-                "tls established outside starttls"
-            );
-            return Vec::new();
-        }
-        self.tls = true;
-        self.helo = None;
-        self.framer.reset();
-        self.input.clear();
-        self.state = State::Ready;
-        Vec::new()
-    }
-
-    /// How the [`Action::Login`] ended.
-    pub fn on_login_result(&mut self, outcome: Outcome) -> Vec<Action> {
-        self.login_result(outcome)
-    }
-
-    /// The caller refused the credentials of the [`Action::Login`] itself.
-    pub fn on_rejected(&mut self, rejection: Rejection) -> Vec<Action> {
-        self.rejected(rejection)
     }
 
     fn cleartext_allowed(&self) -> bool {
@@ -318,7 +247,7 @@ impl Machine {
                 self.close(out);
             }
             Command::Other(verb) => {
-                self.not_allowed(&verb);
+                self.not_allowed(verb.unwrap_or("<unknown>"));
                 out.push(Action::Reply(reply::not_allowed()));
             }
         }
@@ -336,19 +265,19 @@ impl Machine {
         rest: &[u8],
         out: &mut Vec<Action>,
     ) {
-        let Some(mechanism) =
-            Mechanism::from_name(name).filter(|&m| auth::is_listed(&self.settings.sasl, m))
-        else {
-            tracing::debug!(mechanism = name, "mechanism not offered");
-            out.push(Action::Reply(reply::mechanism_unsupported()));
-            self.count_failure(out);
-            return;
+        let mechanism = match auth::choose(&self.settings.sasl, name, self.cleartext_allowed()) {
+            Ok(mechanism) => mechanism,
+            Err(auth::Refusal::NotOffered) => {
+                out.push(Action::Reply(reply::mechanism_unsupported()));
+                self.count_failure(out);
+                return;
+            }
+            Err(auth::Refusal::NeedsTls) => {
+                // RFC 4954 §6: 538; not counted (reference §5).
+                out.push(Action::Reply(reply::encryption_required()));
+                return;
+            }
         };
-        if mechanism.is_cleartext() && !self.cleartext_allowed() {
-            // RFC 4954 §6: 538; not counted (reference §5).
-            out.push(Action::Reply(reply::encryption_required()));
-            return;
-        }
         let initial = initial_response.as_ref().map(|r| r.expose().as_slice());
         self.on_exchange(Exchange::start(mechanism, initial), rest, out);
     }
@@ -476,31 +405,68 @@ impl AwaitsLogin for Machine {
 }
 
 impl Dialogue for Machine {
+    /// `220 <hostname> ESMTP <banner>`.
     fn greeting(&self) -> Vec<u8> {
-        Machine::greeting(self)
+        reply::greeting(&self.settings.hostname, &self.settings.banner)
     }
+    /// Bytes from the client, split anywhere.
     fn on_bytes(&mut self, bytes: &[u8]) -> Vec<Action> {
-        Machine::on_bytes(self, bytes)
+        let mut out = Vec::new();
+        match self.state {
+            State::Ready | State::ExpectSaslResponse(_) => {
+                self.input.extend_from_slice(bytes);
+                self.process(&mut out);
+            }
+            State::AwaitingOutcome(_) => self.hold(bytes, &mut out),
+            State::AwaitingTls if !bytes.is_empty() => {
+                // RFC 3207 §4.2: nothing may follow STARTTLS before the handshake.
+                tracing::debug!("plaintext received after STARTTLS");
+                self.close(&mut out);
+            }
+            State::AwaitingTls | State::Authenticated | State::Closed => {}
+        }
+        out
     }
+    /// The TLS handshake after STARTTLS completed. RFC 3207 §4.2: everything learnt
+    /// from the client before it is discarded (its EHLO name too), and no new greeting
+    /// is sent; the client starts again with EHLO.
     fn on_tls_established(&mut self) -> Vec<Action> {
-        Machine::on_tls_established(self)
+        if !matches!(self.state, State::AwaitingTls) {
+            tracing::error!(
+                state = self.state.name(),
+                "tls established outside starttls"
+            );
+            return Vec::new();
+        }
+        self.tls = true;
+        self.helo = None;
+        self.framer.reset();
+        self.input.clear();
+        self.state = State::Ready;
+        Vec::new()
     }
+    /// How the [`Action::Login`] ended.
     fn on_login_result(&mut self, outcome: Outcome) -> Vec<Action> {
-        Machine::on_login_result(self, outcome)
+        self.login_result(outcome)
     }
+    /// The caller refused the credentials of the [`Action::Login`] itself.
     fn on_rejected(&mut self, rejection: Rejection) -> Vec<Action> {
-        Machine::on_rejected(self, rejection)
+        self.rejected(rejection)
     }
+    /// True once the client leg is encrypted.
     fn is_tls(&self) -> bool {
-        Machine::is_tls(self)
+        self.tls
     }
     fn is_closed(&self) -> bool {
-        Machine::is_closed(self)
+        matches!(self.state, State::Closed)
     }
+    /// The state's name, for logs.
     fn state_name(&self) -> &'static str {
-        Machine::state_name(self)
+        self.state.name()
     }
+    /// The client's EHLO name when it is safe to repeat to a backend (a domain or an
+    /// address literal: [`command::is_safe_helo`]).
     fn helo(&self) -> Option<&str> {
-        Machine::helo(self)
+        self.helo.as_deref().filter(|h| command::is_safe_helo(h))
     }
 }
