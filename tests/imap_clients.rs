@@ -45,23 +45,15 @@ fn world(test: &str) -> Option<World> {
     }
     let dovecot = Dovecot::start(test, DovecotOpts::default().imap())?;
     let dir = support::shared_tempdir();
-    let msg = support::sample_message("through-a-real-client");
-    client::lmtp_deliver(dovecot.lmtp, "bob@example.net", &[USER], &msg, dir.path())
-        .unwrap_or_else(|e| panic!("{e}\ndovecot log:\n{}", dovecot.log()));
-    let stored = dovecot.wait_for_messages(USER, 1, WAIT).remove(0);
-    assert!(stored.ends_with(&msg), "Dovecot stored something else");
+    let stored = dovecot.deliver_sample(USER, "through-a-real-client", dir.path());
 
     let ca = Ca::new(dir.path(), "clients");
     let leaf = ca.leaf("postern", &[PROXY_NAME, LOCALHOST]);
     let listener =
         |tls: &str| format!("protocol = \"imap\"\nbind = [\"127.0.0.1:0\"]\ntls = \"{tls}\"");
     let config = TestConfig::new(dir.path())
-        .raw(&format!(
-            "[tls.certificate.main]\ncert = \"{}\"\nkey = \"{}\"\n\n\
-             [capabilities.imap]\nallow_plain_auth_without_tls = true",
-            leaf.chain.display(),
-            leaf.key.display()
-        ))
+        .raw(&leaf.certificate_table("main"))
+        .raw("[capabilities.imap]\nallow_plain_auth_without_tls = true")
         .listener("imap", &listener("plain"))
         .listener("imap-starttls", &listener("starttls"))
         .listener("imaps", &listener("implicit"))

@@ -40,7 +40,7 @@ const PLAIN_DEST: &str = "proxy_protocol = false\nallow_plaintext_auth = true";
 struct World {
     proxy: Proxy,
     dovecot: Dovecot,
-    _ca: Ca,
+    ca: Ca,
     _dir: tempfile::TempDir,
 }
 
@@ -76,11 +76,9 @@ fn imap_listener(tls: &str, extra: &str) -> String {
 /// `[tls.certificate.main]` for postern and `[capabilities.imap]` with the test banner.
 fn common_tables(leaf: &Leaf, allow_plain_without_tls: bool) -> String {
     format!(
-        "[tls.certificate.main]\ncert = \"{}\"\nkey = \"{}\"\n\n\
-         [capabilities.imap]\nallow_plain_auth_without_tls = {allow_plain_without_tls}\n\
+        "{}\n[capabilities.imap]\nallow_plain_auth_without_tls = {allow_plain_without_tls}\n\
          banner = \"{BANNER}\"\n",
-        leaf.chain.display(),
-        leaf.key.display()
+        leaf.certificate_table("main")
     )
 }
 
@@ -110,14 +108,26 @@ fn start_proxy(
 /// Dovecot (plain IMAP) and postern with a plain listener `imap` that allows LOGIN
 /// without TLS, in front of it.
 fn plain_world(test: &str, opts: DovecotOpts) -> Option<World> {
+    world(test, opts, true, "imap", "plain")
+}
+
+/// Dovecot (plain IMAP) and postern with one listener `listener` (its `tls` mode) in
+/// front of it, over a plain leg.
+fn world(
+    test: &str,
+    opts: DovecotOpts,
+    allow_plain_without_tls: bool,
+    listener: &str,
+    tls: &str,
+) -> Option<World> {
     let dovecot = start_dovecot(test, opts)?;
     let dir = support::shared_tempdir();
     let ca = Ca::new(dir.path(), "imap");
     let proxy = start_proxy(
         &dir,
         &ca,
-        true,
-        &[("imap", imap_listener("plain", ""))],
+        allow_plain_without_tls,
+        &[(listener, imap_listener(tls, ""))],
         &[destination(
             "backend",
             dovecot.imap.expect("imap port").port(),
@@ -129,7 +139,7 @@ fn plain_world(test: &str, opts: DovecotOpts) -> Option<World> {
     Some(World {
         proxy,
         dovecot,
-        _ca: ca,
+        ca,
         _dir: dir,
     })
 }
@@ -322,33 +332,18 @@ fn authenticate_plain_with_a_continuation() {
 #[test]
 fn starttls_on_the_postern_listener_then_login() {
     let name = "starttls_on_the_postern_listener_then_login";
-    let Some(dovecot) = start_dovecot(name, dovecot_opts()) else {
+    // Cleartext logins are not allowed: only TLS makes LOGIN possible.
+    let Some(w) = world(name, dovecot_opts(), false, "imap", "starttls") else {
         return;
     };
-    let dir = support::shared_tempdir();
-    let ca = Ca::new(dir.path(), "imap");
-    // Cleartext logins are not allowed: only TLS makes LOGIN possible.
-    let proxy = start_proxy(
-        &dir,
-        &ca,
-        false,
-        &[("imap", imap_listener("starttls", ""))],
-        &[destination(
-            "backend",
-            dovecot.imap.expect("imap").port(),
-            "plain",
-            PLAIN_DEST,
-        )],
-        "backend",
-    );
-    let mut c = ImapClient::connect(proxy.addr("imap"));
+    let mut c = ImapClient::connect(w.proxy.addr("imap"));
     let g = postern_greeting(&mut c);
     let before = caps(&g);
     assert!(before.iter().any(|c| c == "STARTTLS"), "{g:?}");
     assert!(before.iter().any(|c| c == "LOGINDISABLED"), "{g:?}");
     c.command("t1", "STARTTLS").ok();
-    let tls = client::tls_upgrade(c.into_tcp(), PROXY_NAME, &ca.cert_pem)
-        .unwrap_or_else(|e| panic!("{e}\n{}", proxy.log()));
+    let tls = client::tls_upgrade(c.into_tcp(), PROXY_NAME, &w.ca.cert_pem)
+        .unwrap_or_else(|e| panic!("{e}\n{}", w.proxy.log()));
     let mut c = ImapClient::new(tls);
     let r = c.command("t2", "CAPABILITY").ok();
     let cap_line = r
@@ -365,32 +360,17 @@ fn starttls_on_the_postern_listener_then_login() {
     assert!(r.tagged.starts_with("t3 OK"), "LOGIN after STARTTLS: {r:?}");
     select_inbox(&mut c, "t4");
     logout(&mut c, "t5");
-    dovecot_login_line(&dovecot, ALICE.0, 1);
+    dovecot_login_line(&w.dovecot, ALICE.0, 1);
 }
 
 #[test]
 fn implicit_tls_listener_login() {
     let name = "implicit_tls_listener_login";
-    let Some(dovecot) = start_dovecot(name, dovecot_opts()) else {
+    let Some(w) = world(name, dovecot_opts(), false, "imaps", "implicit") else {
         return;
     };
-    let dir = support::shared_tempdir();
-    let ca = Ca::new(dir.path(), "imap");
-    let proxy = start_proxy(
-        &dir,
-        &ca,
-        false,
-        &[("imaps", imap_listener("implicit", ""))],
-        &[destination(
-            "backend",
-            dovecot.imap.expect("imap").port(),
-            "plain",
-            PLAIN_DEST,
-        )],
-        "backend",
-    );
-    let tls = client::tls_connect(proxy.addr("imaps"), PROXY_NAME, &ca.cert_pem)
-        .unwrap_or_else(|e| panic!("{e}\n{}", proxy.log()));
+    let tls = client::tls_connect(w.proxy.addr("imaps"), PROXY_NAME, &w.ca.cert_pem)
+        .unwrap_or_else(|e| panic!("{e}\n{}", w.proxy.log()));
     let mut c = ImapClient::new(tls);
     let g = postern_greeting(&mut c);
     let caps = caps(&g);
@@ -406,7 +386,7 @@ fn implicit_tls_listener_login() {
     );
     select_inbox(&mut c, "i2");
     logout(&mut c, "i3");
-    dovecot_login_line(&dovecot, BOB.0, 1);
+    dovecot_login_line(&w.dovecot, BOB.0, 1);
 }
 
 #[test]
@@ -461,25 +441,10 @@ fn wrong_password_then_right_one_on_the_same_connection() {
 #[test]
 fn logindisabled_on_a_plaintext_listener() {
     let name = "logindisabled_on_a_plaintext_listener";
-    let Some(dovecot) = start_dovecot(name, dovecot_opts()) else {
+    let Some(w) = world(name, dovecot_opts(), false, "imap", "plain") else {
         return;
     };
-    let dir = support::shared_tempdir();
-    let ca = Ca::new(dir.path(), "imap");
-    let proxy = start_proxy(
-        &dir,
-        &ca,
-        false,
-        &[("imap", imap_listener("plain", ""))],
-        &[destination(
-            "backend",
-            dovecot.imap.expect("imap").port(),
-            "plain",
-            PLAIN_DEST,
-        )],
-        "backend",
-    );
-    let mut c = ImapClient::connect(proxy.addr("imap"));
+    let mut c = ImapClient::connect(w.proxy.addr("imap"));
     let g = postern_greeting(&mut c);
     let greeting_caps = caps(&g);
     assert!(greeting_caps.iter().any(|c| c == "LOGINDISABLED"), "{g:?}");
@@ -514,9 +479,9 @@ fn logindisabled_on_a_plaintext_listener() {
     c.command("d5", "NOOP").ok();
     logout(&mut c, "d6");
     assert!(
-        !dovecot.log().contains("Login: user="),
+        !w.dovecot.log().contains("Login: user="),
         "a refused cleartext login reached Dovecot:\n{}",
-        dovecot.log()
+        w.dovecot.log()
     );
 }
 
@@ -621,7 +586,7 @@ fn haproxy_world(test: &str, listener_extra: &str) -> Option<World> {
     Some(World {
         proxy,
         dovecot,
-        _ca: ca,
+        ca,
         _dir: dir,
     })
 }

@@ -19,10 +19,11 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::client::LineClient;
-use support::mock_upstream::{MockBuilder, MockUpstream};
-use support::proxy::{Proxy, TestConfig, READY_DEADLINE};
-
-const WAIT: Duration = Duration::from_secs(20);
+use support::mock_upstream::MockUpstream;
+use support::proxy::{Proxy, TestConfig};
+use support::scripted::{
+    assert_log_clean, assert_received, b64, one_reply, plain, start_traced, WAIT,
+};
 
 /// A backend greeting with everything postern may use.
 const GREETING: &[u8] =
@@ -33,10 +34,9 @@ const LOGGED_IN: &[u8] = b"A1 OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n";
 // ---------------------------------------------------------------------------------------
 // Encoding helpers (the tests build their own SASL payloads, JWTs and sw1. tokens).
 
-const STD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-const URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-fn base64_with(bytes: &[u8], alphabet: &[u8; 64], pad: bool) -> String {
+/// base64url without padding (JWT segments, `sw1.` tokens).
+fn b64url(bytes: &[u8]) -> String {
+    const URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
         let b = [
@@ -48,23 +48,11 @@ fn base64_with(bytes: &[u8], alphabet: &[u8; 64], pad: bool) -> String {
         let sextets = [(n >> 18) & 63, (n >> 12) & 63, (n >> 6) & 63, n & 63];
         for (i, s) in sextets.iter().enumerate() {
             if i <= chunk.len() {
-                out.push(alphabet[*s as usize] as char);
-            } else if pad {
-                out.push('=');
+                out.push(URL[*s as usize] as char);
             }
         }
     }
     out
-}
-
-/// Standard, padded base64 (what postern sends to backends).
-fn b64(bytes: &[u8]) -> String {
-    base64_with(bytes, STD, true)
-}
-
-/// base64url without padding (JWT segments, `sw1.` tokens).
-fn b64url(bytes: &[u8]) -> String {
-    base64_with(bytes, URL, false)
 }
 
 /// An unsigned-looking JWS: postern reads the payload's claims and never checks the
@@ -96,10 +84,6 @@ fn xoauth2(user: &str, token: &str) -> Vec<u8> {
     format!("user={user}\x01auth=Bearer {token}\x01\x01").into_bytes()
 }
 
-fn plain(user: &str, password: &str) -> Vec<u8> {
-    format!("\0{user}\0{password}").into_bytes()
-}
-
 // ---------------------------------------------------------------------------------------
 // Fixtures.
 
@@ -107,11 +91,7 @@ fn plain(user: &str, password: &str) -> Vec<u8> {
 /// cleartext replay allowed; `extra` goes in the destination table, `leg_extra` in the
 /// leg's.
 fn destination(name: &str, port: u16, extra: &str, leg_extra: &str) -> String {
-    format!(
-        "[destination.{name}]\nhost = \"127.0.0.1\"\nproxy_protocol = false\n\
-         allow_plaintext_auth = true\n{extra}\n\
-         [destination.{name}.protocol.imap]\nport = {port}\ntls = \"plain\"\n{leg_extra}\n"
-    )
+    support::scripted::destination(name, "imap", "127.0.0.1", port, extra, leg_extra)
 }
 
 /// Starts postern (trace logging) with a plain IMAP listener `imap` allowing cleartext
@@ -126,12 +106,8 @@ fn start_proxy(dir: &tempfile::TempDir, server_extra: &str, tables: &str, mappin
         )
         .raw("[capabilities.imap]\nallow_plain_auth_without_tls = true")
         .raw(tables)
-        .render();
-    // TestConfig renders [server] itself; its extra keys go right under the header.
-    let config = config.replacen("[server]\n", &format!("[server]\n{server_extra}\n"), 1);
-    let proxy = Proxy::spawn_env(config, dir.path(), &[("POSTERN_LOG", "trace")]);
-    proxy.wait_running(READY_DEADLINE);
-    proxy
+        .server(server_extra);
+    start_traced(&config, dir)
 }
 
 /// A client connected to the `imap` listener, past postern's greeting.
@@ -143,37 +119,6 @@ fn connect(proxy: &Proxy) -> LineClient {
         "postern's greeting: {greeting:?}"
     );
     c
-}
-
-/// Greeting, one command line, `reply`, then record everything until postern closes.
-fn one_reply(greeting: &[u8], reply: &[u8]) -> MockBuilder {
-    MockUpstream::new()
-        .send(greeting)
-        .read_line()
-        .send(reply)
-        .read_to_eof()
-}
-
-/// Asserts backend connection `i` received exactly `want` (waiting for that much).
-fn assert_received(backend: &MockUpstream, i: usize, want: &[u8]) {
-    let got = backend.wait_received(i, want.len(), WAIT);
-    assert_eq!(
-        String::from_utf8_lossy(&got),
-        String::from_utf8_lossy(want),
-        "bytes received by backend connection {i}"
-    );
-}
-
-/// Asserts postern's log holds none of `secrets`.
-fn assert_log_clean(proxy: &Proxy, secrets: &[&str]) {
-    let log = proxy.log();
-    for s in secrets {
-        assert!(!s.is_empty());
-        assert!(
-            !log.contains(s),
-            "postern's log contains the credential text {s:?}"
-        );
-    }
 }
 
 /// Waits for the `session closed` line of a session relayed to `destination`.

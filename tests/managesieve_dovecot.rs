@@ -75,11 +75,9 @@ fn world(test: &str, forwarding: &str) -> Option<World> {
         format!("protocol = \"managesieve\"\nbind = [\"127.0.0.1:0\"]\ntls = \"{tls}\"\nmax_auth_attempts = 5")
     };
     let config = TestConfig::new(dir.path())
+        .raw(&leaf.certificate_table("main"))
         .raw(&format!(
-            "[tls.certificate.main]\ncert = \"{}\"\nkey = \"{}\"\n\n\
-             [capabilities.managesieve]\nimplementation = \"{IMPLEMENTATION}\"",
-            leaf.chain.display(),
-            leaf.key.display()
+            "[capabilities.managesieve]\nimplementation = \"{IMPLEMENTATION}\""
         ))
         .listener("sieve", &listener("starttls"))
         .listener("sieves", &listener("implicit"))

@@ -17,13 +17,14 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use support::client::{self, LineClient};
-use support::mock_upstream::{MockBuilder, MockUpstream};
-use support::proxy::{Proxy, TestConfig, READY_DEADLINE};
-
-const WAIT: Duration = Duration::from_secs(20);
+use support::client::LineClient;
+use support::mock_upstream::MockUpstream;
+use support::proxy::{Proxy, TestConfig};
+use support::scripted::{
+    assert_log_clean, assert_received, assert_xclient, b64, one_reply, plain, received_before,
+    start_traced, WAIT,
+};
 
 const IMPLEMENTATION: &str = "postern sieve scripted";
 const UNAVAILABLE: &str = "NO \"backend unavailable\"";
@@ -36,22 +37,17 @@ const XCLIENT_CAPABILITIES: &[u8] = b"\"IMPLEMENTATION\" \"mock\"\r\n\"SIEVE\" \
 \"SASL\" \"PLAIN\"\r\n\"XCLIENT\"\r\n\"VERSION\" \"1.0\"\r\nOK \"mock ready.\"\r\n";
 const LOGGED_IN: &[u8] = b"OK \"Logged in.\"\r\n";
 
-fn b64(bytes: &[u8]) -> String {
-    client::base64(bytes)
-}
-
-fn plain(user: &str, password: &str) -> Vec<u8> {
-    format!("\0{user}\0{password}").into_bytes()
-}
-
 /// `[destination.backend]` at 127.0.0.1:`port`, a plain ManageSieve leg, no PROXY
 /// header, cleartext replay allowed; `extra` goes in the destination table, `leg_extra`
 /// in the leg's.
 fn destination(port: u16, extra: &str, leg_extra: &str) -> String {
-    format!(
-        "[destination.backend]\nhost = \"127.0.0.1\"\nproxy_protocol = false\n\
-         allow_plaintext_auth = true\n{extra}\n\
-         [destination.backend.protocol.managesieve]\nport = {port}\ntls = \"plain\"\n{leg_extra}\n"
+    support::scripted::destination(
+        "backend",
+        "managesieve",
+        "127.0.0.1",
+        port,
+        extra,
+        leg_extra,
     )
 }
 
@@ -73,11 +69,8 @@ fn start_proxy(dir: &tempfile::TempDir, listener_extra: &str, tables: &str) -> P
              implementation = \"{IMPLEMENTATION}\""
         ))
         .raw(tables)
-        .default_destination("backend")
-        .render();
-    let proxy = Proxy::spawn_env(config, dir.path(), &[("POSTERN_LOG", "trace")]);
-    proxy.wait_running(READY_DEADLINE);
-    proxy
+        .default_destination("backend");
+    start_traced(&config, dir)
 }
 
 /// A client connected to the `sieve` listener, past postern's capability response.
@@ -98,38 +91,6 @@ fn greeted(mut c: LineClient) -> LineClient {
             assert_eq!(line, format!("OK \"{IMPLEMENTATION} ready.\""));
             return c;
         }
-    }
-}
-
-/// Capabilities, one command line (the replay), `reply`, then record everything until
-/// postern closes.
-fn one_reply(capabilities: &[u8], reply: &[u8]) -> MockBuilder {
-    MockUpstream::new()
-        .send(capabilities)
-        .read_line()
-        .send(reply)
-        .read_to_eof()
-}
-
-/// Asserts backend connection `i` received exactly `want` (waiting for that much).
-fn assert_received(backend: &MockUpstream, i: usize, want: &[u8]) {
-    let got = backend.wait_received(i, want.len(), WAIT);
-    assert_eq!(
-        String::from_utf8_lossy(&got),
-        String::from_utf8_lossy(want),
-        "bytes received by backend connection {i}"
-    );
-}
-
-/// Asserts postern's log holds none of `secrets`.
-fn assert_log_clean(proxy: &Proxy, secrets: &[&str]) {
-    let log = proxy.log();
-    for s in secrets {
-        assert!(!s.is_empty());
-        assert!(
-            !log.contains(s),
-            "postern's log contains the credential text {s:?}"
-        );
     }
 }
 
@@ -372,32 +333,9 @@ fn xclient_line_for(name: &str, src: SocketAddr, dst: SocketAddr) -> Option<Stri
         "the XCLIENT reply must not reach the client"
     );
     let auth = format!("AUTHENTICATE \"PLAIN\" \"{payload}\"\r\n");
-    let got = support::eventually(WAIT, "the XCLIENT line and the replay", || {
-        let got = String::from_utf8_lossy(&backend.received(0)).into_owned();
-        got.ends_with(&auth).then_some(got)
-    });
+    let xclient = received_before(&backend, 0, &auth);
     assert_log_clean(&proxy, &["Xclient-S3cret", &payload]);
-    Some(got.strip_suffix(&auth).expect("suffix").to_owned())
-}
-
-/// Checks `line` is `XCLIENT ADDR=<addr> PORT=<port> DESTADDR=<destaddr>
-/// DESTPORT=<destport> SESSION=P<hex> TTL=6 CLIENT-TRANSPORT=insecure` (proxy_ttl 7).
-fn assert_xclient(line: &str, addr: &str, port: u16, destaddr: &str, destport: u16) {
-    let head = format!(
-        "XCLIENT ADDR={addr} PORT={port} DESTADDR={destaddr} DESTPORT={destport} SESSION=P"
-    );
-    let tail = " TTL=6 CLIENT-TRANSPORT=insecure\r\n";
-    let session = line
-        .strip_prefix(&head)
-        .and_then(|rest| rest.strip_suffix(tail))
-        .unwrap_or_else(|| panic!("XCLIENT line {line:?}\nwanted {head}<hex>{tail}"));
-    assert!(
-        !session.is_empty()
-            && session
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
-        "SESSION=P{session:?} is not P<lowercase hex>"
-    );
+    Some(xclient)
 }
 
 #[test]

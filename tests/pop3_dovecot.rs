@@ -71,29 +71,15 @@ fn world(test: &str, forwarding: &str) -> Option<World> {
         opts = opts.extra("login_trusted_networks = 127.0.0.0/8\n");
     }
     let dovecot = Dovecot::start(test, opts)?;
-    let msg = support::sample_message("through-postern-pop3");
-    client::lmtp_deliver(
-        dovecot.lmtp,
-        "bob@example.net",
-        &[ALICE.0],
-        &msg,
-        dir.path(),
-    )
-    .unwrap_or_else(|e| panic!("{e}\ndovecot log:\n{}", dovecot.log()));
-    let stored = dovecot.wait_for_messages(ALICE.0, 1, WAIT).remove(0);
-    assert!(stored.ends_with(&msg), "Dovecot stored something else");
+    let stored = dovecot.deliver_sample(ALICE.0, "through-postern-pop3", dir.path());
 
     let leaf = ca.leaf("postern", &[PROXY_NAME, LOCALHOST]);
     let listener = |tls: &str, extra: &str| {
         format!("protocol = \"pop3\"\nbind = [\"127.0.0.1:0\"]\ntls = \"{tls}\"\n{extra}")
     };
     let config = TestConfig::new(dir.path())
-        .raw(&format!(
-            "[tls.certificate.main]\ncert = \"{}\"\nkey = \"{}\"\n\n\
-             [capabilities.pop3]\nbanner = \"{BANNER}\"",
-            leaf.chain.display(),
-            leaf.key.display()
-        ))
+        .raw(&leaf.certificate_table("main"))
+        .raw(&format!("[capabilities.pop3]\nbanner = \"{BANNER}\""))
         .listener("pop3", &listener("starttls", ""))
         .listener("pop3s", &listener("implicit", ""))
         .listener(

@@ -89,7 +89,7 @@ fn outbound_v2_header_for_an_ipv4_client_is_exact() {
 #[test]
 fn outbound_v2_header_for_an_ipv6_client_is_exact() {
     if !support::ipv6_loopback_available() {
-        support::skip(
+        support::skip_for_host(
             "outbound_v2_header_for_an_ipv6_client_is_exact",
             "[::1] is not available",
         );

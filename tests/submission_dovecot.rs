@@ -80,11 +80,9 @@ fn world(test: &str, submission_extra: &str) -> Option<World> {
     let listener =
         |tls: &str| format!("protocol = \"submission\"\nbind = [\"127.0.0.1:0\"]\ntls = \"{tls}\"");
     let config = TestConfig::new(dir.path())
+        .raw(&leaf.certificate_table("main"))
         .raw(&format!(
-            "[tls.certificate.main]\ncert = \"{}\"\nkey = \"{}\"\n\n\
-             [capabilities.submission]\nbanner = \"{BANNER}\"\n{submission_extra}",
-            leaf.chain.display(),
-            leaf.key.display()
+            "[capabilities.submission]\nbanner = \"{BANNER}\"\n{submission_extra}"
         ))
         .listener("submission", &listener("starttls"))
         .listener("submissions", &listener("implicit"))

@@ -16,34 +16,20 @@
 mod support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Duration;
 
 use support::client::{self, LineClient};
 use support::mock_upstream::{MockBuilder, MockUpstream};
-use support::proxy::{Proxy, TestConfig, READY_DEADLINE};
-
-const WAIT: Duration = Duration::from_secs(20);
+use support::proxy::{Proxy, TestConfig};
+use support::scripted::{assert_log_clean, assert_received, b64, plain, start_traced, WAIT};
 
 const GREETING: &[u8] = b"220 backend.test ESMTP mock\r\n";
 const EHLO_REPLY: &[u8] = b"250-backend.test\r\n250-PIPELINING\r\n250 AUTH PLAIN LOGIN\r\n";
 const ACCEPTED: &[u8] = b"235 2.7.0 Authentication successful\r\n";
 
-fn b64(bytes: &[u8]) -> String {
-    client::base64(bytes)
-}
-
-fn plain(user: &str, password: &str) -> Vec<u8> {
-    format!("\0{user}\0{password}").into_bytes()
-}
-
 /// `[destination.<name>]` at `host`:`port`, a plain submission leg, no PROXY header,
 /// cleartext replay allowed; `extra` goes in the destination table.
 fn destination(name: &str, host: &str, port: u16, extra: &str) -> String {
-    format!(
-        "[destination.{name}]\nhost = \"{host}\"\nproxy_protocol = false\n\
-         allow_plaintext_auth = true\n{extra}\n\
-         [destination.{name}.protocol.submission]\nport = {port}\ntls = \"plain\"\n"
-    )
+    support::scripted::destination(name, "submission", host, port, extra, "")
 }
 
 /// Starts postern (trace logging) with a plain submission listener `submission` on
@@ -63,11 +49,8 @@ fn start_proxy(dir: &tempfile::TempDir, bind: &str, tables: &str) -> Proxy {
              sasl = [\"PLAIN\", \"LOGIN\", \"OAUTHBEARER\", \"XOAUTH2\"]",
         )
         .raw(tables)
-        .default_destination("backend")
-        .render();
-    let proxy = Proxy::spawn_env(config, dir.path(), &[("POSTERN_LOG", "trace")]);
-    proxy.wait_running(READY_DEADLINE);
-    proxy
+        .default_destination("backend");
+    start_traced(&config, dir)
 }
 
 /// A client on `stream`, past postern's greeting.
@@ -91,28 +74,6 @@ fn backend_script(ehlo_reply: &[u8], auth_reply: &[u8]) -> MockBuilder {
         .read_line()
         .send(auth_reply)
         .read_to_eof()
-}
-
-/// Asserts backend connection `i` received exactly `want` (waiting for that much).
-fn assert_received(backend: &MockUpstream, i: usize, want: &[u8]) {
-    let got = backend.wait_received(i, want.len(), WAIT);
-    assert_eq!(
-        String::from_utf8_lossy(&got),
-        String::from_utf8_lossy(want),
-        "bytes received by backend connection {i}"
-    );
-}
-
-/// Asserts postern's log holds none of `secrets`.
-fn assert_log_clean(proxy: &Proxy, secrets: &[&str]) {
-    let log = proxy.log();
-    for s in secrets {
-        assert!(!s.is_empty());
-        assert!(
-            !log.contains(s),
-            "postern's log contains the credential text {s:?}"
-        );
-    }
 }
 
 /// Waits until postern closes the client connection; returns what it sent before.
@@ -186,7 +147,7 @@ fn xclient_ipv6_client_gets_the_ipv6_prefix_and_every_attribute() {
         return;
     }
     if !support::ipv6_loopback_available() {
-        support::skip(name, "no IPv6 loopback");
+        support::skip_for_host(name, "no IPv6 loopback");
         return;
     }
     let backend = MockUpstream::new()

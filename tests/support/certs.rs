@@ -26,6 +26,17 @@ pub struct Leaf {
     pub key: PathBuf,
 }
 
+impl Leaf {
+    /// `[tls.certificate.<name>]` serving this leaf, for a postern config.
+    pub fn certificate_table(&self, name: &str) -> String {
+        format!(
+            "[tls.certificate.{name}]\ncert = \"{}\"\nkey = \"{}\"\n",
+            self.chain.display(),
+            self.key.display()
+        )
+    }
+}
+
 impl Ca {
     /// Creates a CA named `name` and writes `<name>-ca.pem` into `dir`.
     pub fn new(dir: &Path, name: &str) -> Ca {

@@ -282,16 +282,7 @@ impl Dovecot {
 
     /// Waits until Dovecot's log contains `needle`; returns the whole log.
     pub fn wait_log(&self, needle: &str, deadline: Duration) -> String {
-        match super::poll_until(deadline, || {
-            let log = self.log();
-            log.contains(needle).then_some(log)
-        }) {
-            Some(log) => log,
-            None => panic!(
-                "dovecot never logged {needle:?} within {deadline:?}:\n{}",
-                self.log()
-            ),
-        }
+        super::wait_text("dovecot", needle, deadline, || self.log())
     }
 
     /// Messages delivered to `user`'s INBOX (`new/` and `cur/`), oldest name first.
@@ -320,6 +311,20 @@ impl Dovecot {
                 self.log()
             ),
         }
+    }
+
+    /// Delivers [`super::sample_message`]`(tag)` to `user`'s INBOX over LMTP (into an
+    /// empty mailbox; the LMTP client's scratch files go in `scratch`) and returns it as
+    /// Dovecot stored it: its trace headers, then the message unchanged.
+    pub fn deliver_sample(&self, user: &str, tag: &str, scratch: &Path) -> Vec<u8> {
+        let msg = super::sample_message(tag);
+        super::client::lmtp_deliver(self.lmtp, "bob@example.net", &[user], &msg, scratch)
+            .unwrap_or_else(|e| panic!("{e}\ndovecot log:\n{}", self.log()));
+        let stored = self
+            .wait_for_messages(user, 1, super::proxy::READY_DEADLINE)
+            .remove(0);
+        assert!(stored.ends_with(&msg), "Dovecot stored something else");
+        stored
     }
 }
 

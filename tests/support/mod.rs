@@ -14,6 +14,7 @@ pub mod client;
 pub mod dovecot;
 pub mod mock_upstream;
 pub mod proxy;
+pub mod scripted;
 pub mod smtp_sink;
 
 use std::future::Future;
@@ -44,17 +45,35 @@ pub fn is_root() -> bool {
 /// Returns true when `name` may go on; otherwise prints why it is skipped.
 ///
 /// Tests call it first and return when it says false, so a run without root says which
-/// tests did not run instead of passing them silently.
+/// tests did not run instead of passing them silently. Under CI it fails instead: see
+/// [`skip`].
 pub fn skip_unless_root(name: &str) -> bool {
     if is_root() {
         return true;
     }
-    eprintln!("skipped: {name} needs root");
+    skipped(format!("skipped: {name} needs root"));
     false
 }
 
-/// Prints a skip line for `name` with `reason`.
+/// Prints a skip line for `name` with `reason`; the caller then returns.
+///
+/// Under CI (`CI=true`), which runs as root after `scripts/install-deps.sh` installed
+/// every program the tests use, a skip would pass a required test that never ran, so
+/// it panics instead. Only [`skip_for_host`] may skip there.
 pub fn skip(name: &str, reason: &str) {
+    skipped(format!("skipped: {name}: {reason}"));
+}
+
+fn skipped(line: String) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{line}: not allowed under CI, which runs as root after scripts/install-deps.sh");
+    }
+    eprintln!("{line}");
+}
+
+/// Prints a skip line for `name` with `reason`, also under CI: for what no install step
+/// provides (an IPv6 loopback on the host).
+pub fn skip_for_host(name: &str, reason: &str) {
     eprintln!("skipped: {name}: {reason}");
 }
 
@@ -83,6 +102,21 @@ pub fn poll_until<T>(deadline: Duration, mut check: impl FnMut() -> Option<T>) -
             return None;
         }
         std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// Polls `read` (a log) until it contains `needle`, or panics after `deadline` showing
+/// what `who` logged; returns the whole text.
+pub fn wait_text(who: &str, needle: &str, deadline: Duration, read: impl Fn() -> String) -> String {
+    match poll_until(deadline, || {
+        let text = read();
+        text.contains(needle).then_some(text)
+    }) {
+        Some(text) => text,
+        None => panic!(
+            "{who} never logged {needle:?} within {deadline:?}:\n{}",
+            read()
+        ),
     }
 }
 

@@ -260,16 +260,7 @@ impl Proxy {
 
     /// Waits until the log contains `needle`.
     pub fn wait_log(&self, needle: &str, deadline: Duration) -> String {
-        match super::poll_until(deadline, || {
-            let log = self.log();
-            log.contains(needle).then_some(log)
-        }) {
-            Some(log) => log,
-            None => panic!(
-                "log never said {needle:?} within {deadline:?}:\n{}",
-                self.log()
-            ),
-        }
+        super::wait_text("postern", needle, deadline, || self.log())
     }
 }
 
@@ -318,6 +309,7 @@ pub struct TestConfig {
     pub workers: u32,
     pub shutdown_grace: String,
     pub seccomp: String,
+    server_extra: String,
     tables: Vec<String>,
     default_destination: String,
     passthrough_destination: Option<String>,
@@ -330,6 +322,7 @@ impl TestConfig {
             workers: 1,
             shutdown_grace: "5s".into(),
             seccomp: "enforce".into(),
+            server_extra: String::new(),
             tables: Vec::new(),
             default_destination: "backend".into(),
             passthrough_destination: Some("backend".into()),
@@ -343,6 +336,13 @@ impl TestConfig {
 
     pub fn shutdown_grace(mut self, grace: &str) -> Self {
         self.shutdown_grace = grace.into();
+        self
+    }
+
+    /// More `[server]` keys (TOML key lines).
+    pub fn server(mut self, lines: &str) -> Self {
+        self.server_extra.push_str(lines.trim());
+        self.server_extra.push('\n');
         self
     }
 
@@ -401,11 +401,12 @@ impl TestConfig {
         let _ = write!(
             c,
             "[server]\nuser = \"{user}\"\ngroup = \"{user}\"\nworkers = {}\n\
-             control_socket = \"{}\"\nshutdown_grace = \"{}\"\n\n\
+             control_socket = \"{}\"\nshutdown_grace = \"{}\"\n{}\n\
              [sandbox]\nseccomp = \"{}\"\n\n",
             self.workers,
             self.control_socket().display(),
             self.shutdown_grace,
+            self.server_extra,
             self.seccomp,
         );
         for t in &self.tables {
