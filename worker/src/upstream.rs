@@ -165,7 +165,8 @@ pub struct Connected {
     pub addr: SocketAddr,
     /// The leg dialed (port, TLS mode, resolved forwarding).
     pub leg: Leg,
-    /// What secures a `starttls` leg once the protocol has asked for it.
+    /// What secures the connection once the protocol's STARTTLS was accepted: `Some`
+    /// exactly on a `starttls` leg.
     pub upgrade: Option<Upgrade>,
 }
 
@@ -190,6 +191,42 @@ impl Upgrade {
             .map_err(|source| DialError::Tls { addr, source })?;
         log_backend_tls(addr, &tls);
         Ok(MaybeTls::Tls(Box::new(tls)))
+    }
+
+    /// An upgrade that trusts no certificate, for tests of the STARTTLS dialogue.
+    #[cfg(test)]
+    pub fn untrusted() -> Upgrade {
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(tls::provider(&[])))
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        Upgrade {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            server_name: ServerName::try_from("backend.test").expect("name"),
+        }
+    }
+
+    /// STARTTLS, once the protocol's command was accepted: `stream` must still be plain
+    /// and nothing may have followed the go-ahead (`leftover`, what the protocol's
+    /// reader buffered past it), or a man in the middle could inject plaintext.
+    pub async fn starttls(
+        &self,
+        stream: BackendStream,
+        leftover: &[u8],
+        addr: SocketAddr,
+    ) -> Result<BackendStream, DialError> {
+        if !leftover.is_empty() {
+            return Err(DialError::refused(
+                addr,
+                "starttls",
+                b"data after the STARTTLS reply",
+            ));
+        }
+        let tcp = stream
+            .into_plain()
+            .map_err(|_| DialError::refused(addr, "starttls", b"leg is already TLS"))?;
+        self.secure(tcp, addr).await
     }
 }
 

@@ -10,8 +10,12 @@ use std::io;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::proto::grammar::trailing_literal;
+
 /// Longest backend reply line (CRLF included) accepted before authentication.
 pub const MAX_REPLY_LINE: usize = 64 * 1024;
+/// Largest literal accepted inside a backend reply before authentication.
+pub const MAX_REPLY_LITERAL: usize = 64 * 1024;
 /// Bytes asked for per read.
 const READ_CHUNK: usize = 4096;
 
@@ -59,6 +63,29 @@ impl Lines {
         }
         let rest = self.buf.split_off(n);
         Ok(std::mem::replace(&mut self.buf, rest))
+    }
+
+    /// One response of the IMAP family (IMAP, ManageSieve): a line, plus every literal
+    /// it announces at its end (`* ID ("name" {5}\r\nvalue)`) and the line text that
+    /// follows each, as one byte string. Literals are bounded by [`MAX_REPLY_LITERAL`].
+    pub async fn read_response<S: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut S,
+    ) -> io::Result<Vec<u8>> {
+        let mut response = self.read_line(stream).await?;
+        while let Some(size) = trailing_literal(&response) {
+            if size > MAX_REPLY_LITERAL || response.len() > MAX_REPLY_LITERAL {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "backend reply literal too large",
+                ));
+            }
+            let data = self.read_exact(stream, size).await?;
+            response.extend_from_slice(&data);
+            let more = self.read_line(stream).await?;
+            response.extend_from_slice(&more);
+        }
+        Ok(response)
     }
 
     /// Bytes read past the last line handed out.

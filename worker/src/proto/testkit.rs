@@ -123,7 +123,7 @@ pub mod loopback {
     use crate::proto::dialogue::{ClientIdentity, Credentials, LoginRequest};
     use crate::sasl::{self, Mechanism};
     use crate::stream::MaybeTls;
-    use crate::upstream::Connected;
+    use crate::upstream::{Connected, Upgrade};
 
     /// How long any one scripted exchange may take.
     pub const BOUND: Duration = Duration::from_secs(5);
@@ -206,6 +206,13 @@ pub mod loopback {
             },
             upgrade: None,
         }
+    }
+
+    /// Makes `connected` a `starttls` leg, as the dialer hands one over: plain, with the
+    /// [`Upgrade`] that would secure it (trusting no certificate: a handshake fails).
+    pub fn starttls_leg(connected: &mut Connected) {
+        connected.leg.tls = TlsMode::Starttls;
+        connected.upgrade = Some(Upgrade::untrusted());
     }
 
     pub fn plain(user: &str, password: &str) -> sasl::Credentials {

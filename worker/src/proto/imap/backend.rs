@@ -25,16 +25,13 @@ use std::net::SocketAddr;
 use tokio::io::AsyncWriteExt;
 
 use crate::proto::dialogue::{Backend, ClientIdentity, LoginRequest, Replay};
-use crate::proto::grammar::trailing_literal;
 use crate::proto::lines::{trim_eol, Lines};
 use crate::sasl::{self, Credentials, Mechanism};
 use crate::upstream::{BackendStream, Connected, DialError};
-use postern_config::model::{Forwarding, Protocol, TlsMode};
+use postern_config::model::{Forwarding, Protocol};
 
 /// Continuations answered during one replay before the backend is given up on.
 const MAX_CONTINUATIONS: u32 = 4;
-/// Largest literal accepted inside a backend reply before authentication.
-const MAX_REPLY_LITERAL: usize = 64 * 1024;
 
 /// What the backend advertised, upper-cased.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -102,7 +99,7 @@ impl Backend for ImapBackend {
         }
         let mut known = Capabilities::from_response_code(&greeting);
 
-        if leg.tls == TlsMode::Starttls {
+        if let Some(upgrade) = upgrade {
             if known.as_ref().is_some_and(|c| !c.has("STARTTLS")) {
                 return Err(DialError::refused(
                     addr,
@@ -117,21 +114,9 @@ impl Backend for ImapBackend {
                 return Err(DialError::refused(addr, "starttls", trim_eol(&done)));
             }
             let ImapBackend { stream, lines, .. } = backend;
-            if !lines.into_rest().is_empty() {
-                return Err(DialError::refused(
-                    addr,
-                    "starttls",
-                    b"data after the STARTTLS reply",
-                ));
-            }
-            let upgrade = upgrade.ok_or(DialError::NoTlsConfig {
-                destination: String::new(),
-            })?;
-            let tcp = stream
-                .into_plain()
-                .map_err(|_| DialError::refused(addr, "starttls", b"leg is already TLS"))?;
+            let stream = upgrade.starttls(stream, &lines.into_rest(), addr).await?;
             backend = ImapBackend {
-                stream: upgrade.secure(tcp, addr).await?,
+                stream,
                 lines: Lines::new(),
                 capabilities: Capabilities::default(),
                 addr,
@@ -213,7 +198,7 @@ impl Backend for ImapBackend {
             self.stream.write_all(&line).await?;
         }
         loop {
-            let line = self.read_response().await?;
+            let line = self.lines.read_response(&mut self.stream).await?;
             if line.first() == Some(&b'+') {
                 continuations += 1;
                 if continuations > MAX_CONTINUATIONS {
@@ -284,7 +269,7 @@ impl ImapBackend {
             if !non_sync {
                 self.stream.write_all(&out).await?;
                 out.clear();
-                let line = self.read_response().await?;
+                let line = self.lines.read_response(&mut self.stream).await?;
                 if line.first() != Some(&b'+') {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
@@ -314,7 +299,11 @@ impl ImapBackend {
         self.stream.write_all(line).await.map_err(io_error)?;
         let mut untagged = Vec::new();
         loop {
-            let line = self.read_response().await.map_err(io_error)?;
+            let line = self
+                .lines
+                .read_response(&mut self.stream)
+                .await
+                .map_err(io_error)?;
             if is_tagged(&line, tag) {
                 return Ok((untagged, line));
             }
@@ -335,24 +324,6 @@ impl ImapBackend {
                 stage,
                 source,
             })
-    }
-
-    /// One response line, literals included (`* ID ("name" {5}\r\nvalue)`).
-    async fn read_response(&mut self) -> io::Result<Vec<u8>> {
-        let mut response = self.lines.read_line(&mut self.stream).await?;
-        while let Some(size) = trailing_literal(&response) {
-            if size > MAX_REPLY_LITERAL || response.len() > MAX_REPLY_LITERAL {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "backend reply literal too large",
-                ));
-            }
-            let data = self.lines.read_exact(&mut self.stream, size).await?;
-            response.extend_from_slice(&data);
-            let more = self.lines.read_line(&mut self.stream).await?;
-            response.extend_from_slice(&more);
-        }
-        Ok(response)
     }
 }
 

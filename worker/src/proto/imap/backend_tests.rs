@@ -3,10 +3,11 @@
 
 use std::net::SocketAddr;
 
-use postern_config::model::{Forwarding, TlsMode};
+use postern_config::model::Forwarding;
 use tokio::task::JoinHandle;
 
 use super::*;
+use crate::proto::grammar::trailing_literal;
 use crate::proto::testkit::loopback::{
     self, connect, identity as identity_at, plain, request, Step, BOUND,
 };
@@ -154,7 +155,7 @@ async fn unusable_greetings_and_starttls_refusals() {
 
     let (addr, _task) = scripted(vec![Step::Send(b"* OK [CAPABILITY IMAP4rev1] hi\r\n")]).await;
     let mut connected = connect(addr, Forwarding::None).await;
-    connected.leg.tls = TlsMode::Starttls;
+    loopback::starttls_leg(&mut connected);
     let error = ImapBackend::establish(connected, &identity())
         .await
         .err()

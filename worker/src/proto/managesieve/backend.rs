@@ -29,17 +29,15 @@ use tokio::io::AsyncWriteExt;
 
 use super::command::ManageSieve;
 use crate::proto::dialogue::{Backend, ClientIdentity, LoginRequest, Replay};
-use crate::proto::grammar::{trailing_literal, Tokens};
+use crate::proto::grammar::Tokens;
 use crate::proto::lines::{trim_eol, Lines};
 use crate::proto::xclient;
 use crate::sasl::{self, Credentials};
 use crate::upstream::{BackendStream, Connected, DialError};
-use postern_config::model::{Forwarding, Protocol, TlsMode};
+use postern_config::model::{Forwarding, Protocol};
 
 /// Challenges answered during one replay before the backend is given up on.
 const MAX_CONTINUATIONS: u32 = 4;
-/// Largest literal accepted inside a backend response before authentication.
-const MAX_REPLY_LITERAL: usize = 64 * 1024;
 /// Capability lines read before the backend is given up on.
 const MAX_CAPABILITY_LINES: usize = 256;
 
@@ -114,7 +112,7 @@ impl Backend for ManageSieveBackend {
         };
         backend.read_capabilities("greeting").await?;
 
-        if leg.tls == TlsMode::Starttls {
+        if let Some(upgrade) = upgrade {
             if !backend.capabilities.has("STARTTLS") {
                 return Err(DialError::refused(
                     addr,
@@ -127,21 +125,9 @@ impl Backend for ManageSieveBackend {
                 return Err(DialError::refused(addr, "starttls", trim_eol(&done)));
             }
             let ManageSieveBackend { stream, lines, .. } = backend;
-            if !lines.into_rest().is_empty() {
-                return Err(DialError::refused(
-                    addr,
-                    "starttls",
-                    b"data after the STARTTLS reply",
-                ));
-            }
-            let upgrade = upgrade.ok_or(DialError::NoTlsConfig {
-                destination: String::new(),
-            })?;
-            let tcp = stream
-                .into_plain()
-                .map_err(|_| DialError::refused(addr, "starttls", b"leg is already TLS"))?;
+            let stream = upgrade.starttls(stream, &lines.into_rest(), addr).await?;
             backend = ManageSieveBackend {
-                stream: upgrade.secure(tcp, addr).await?,
+                stream,
                 lines: Lines::new(),
                 capabilities: Capabilities::default(),
                 addr,
@@ -184,7 +170,7 @@ impl Backend for ManageSieveBackend {
         self.stream.write_all(&line).await?;
         let mut continuations = 0;
         loop {
-            let response = self.read_response().await?;
+            let response = self.lines.read_response(&mut self.stream).await?;
             if is_continuation(&response) {
                 continuations += 1;
                 if continuations > MAX_CONTINUATIONS {
@@ -262,31 +248,14 @@ impl ManageSieveBackend {
 
     async fn read(&mut self, stage: &'static str) -> Result<Vec<u8>, DialError> {
         let addr = self.addr;
-        self.read_response()
+        self.lines
+            .read_response(&mut self.stream)
             .await
             .map_err(|source| DialError::Establish {
                 addr,
                 stage,
                 source,
             })
-    }
-
-    /// One response line, literals included (`NO {12}\r\nwhy it failed\r\n`).
-    async fn read_response(&mut self) -> io::Result<Vec<u8>> {
-        let mut response = self.lines.read_line(&mut self.stream).await?;
-        while let Some(size) = trailing_literal(&response) {
-            if size > MAX_REPLY_LITERAL || response.len() > MAX_REPLY_LITERAL {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "backend response literal too large",
-                ));
-            }
-            let data = self.lines.read_exact(&mut self.stream, size).await?;
-            response.extend_from_slice(&data);
-            let more = self.lines.read_line(&mut self.stream).await?;
-            response.extend_from_slice(&more);
-        }
-        Ok(response)
     }
 }
 

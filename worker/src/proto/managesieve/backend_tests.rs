@@ -3,10 +3,11 @@
 
 use std::net::SocketAddr;
 
-use postern_config::model::{Forwarding, TlsMode};
+use postern_config::model::Forwarding;
 use tokio::task::JoinHandle;
 
 use super::*;
+use crate::proto::grammar::trailing_literal;
 use crate::proto::testkit::loopback::{self, connect, identity, plain, request, Step, BOUND};
 use crate::sasl::Mechanism;
 
@@ -274,7 +275,7 @@ async fn a_backend_closing_mid_capabilities_is_retryable() {
 async fn starttls_leg_needs_starttls_advertised() {
     let (addr, _task) = scripted(vec![Step::Send(CAPABILITIES)], false).await;
     let mut connected = connect(addr, Forwarding::None).await;
-    connected.leg.tls = TlsMode::Starttls;
+    loopback::starttls_leg(&mut connected);
     let error = ManageSieveBackend::establish(connected, &v4_identity())
         .await
         .err()
@@ -302,7 +303,7 @@ async fn starttls_leg_needs_starttls_advertised() {
     )
     .await;
     let mut connected = connect(addr, Forwarding::None).await;
-    connected.leg.tls = TlsMode::Starttls;
+    loopback::starttls_leg(&mut connected);
     let error = ManageSieveBackend::establish(connected, &v4_identity())
         .await
         .err()

@@ -28,7 +28,7 @@ use crate::proto::lines::{trim_eol, Lines};
 use crate::proto::xclient;
 use crate::sasl::{self, Credentials};
 use crate::upstream::{BackendStream, Connected, DialError};
-use postern_config::model::{Forwarding, Protocol, TlsMode};
+use postern_config::model::{Forwarding, Protocol};
 
 /// Continuations answered during one replay before the backend is given up on.
 const MAX_CONTINUATIONS: u32 = 4;
@@ -74,7 +74,7 @@ impl Backend for Pop3Backend {
         // What CAPA said on the current (plain or TLS) channel, once asked.
         let mut capabilities: Option<Vec<Vec<u8>>> = None;
 
-        if leg.tls == TlsMode::Starttls {
+        if let Some(upgrade) = upgrade {
             let capa = backend.capa("starttls").await?;
             if !capa.as_ref().is_some_and(|c| has_capability(c, b"STLS")) {
                 return Err(DialError::refused(addr, "starttls", b"STLS not advertised"));
@@ -85,21 +85,9 @@ impl Backend for Pop3Backend {
                 return Err(DialError::refused(addr, "starttls", trim_eol(&reply)));
             }
             let Pop3Backend { stream, lines, .. } = backend;
-            if !lines.into_rest().is_empty() {
-                return Err(DialError::refused(
-                    addr,
-                    "starttls",
-                    b"data after the STLS reply",
-                ));
-            }
-            let upgrade = upgrade.ok_or(DialError::NoTlsConfig {
-                destination: String::new(),
-            })?;
-            let tcp = stream
-                .into_plain()
-                .map_err(|_| DialError::refused(addr, "starttls", b"leg is already TLS"))?;
+            let stream = upgrade.starttls(stream, &lines.into_rest(), addr).await?;
             backend = Pop3Backend {
-                stream: upgrade.secure(tcp, addr).await?,
+                stream,
                 lines: Lines::new(),
                 addr,
             };

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use postern_config::model::{Forwarding, TlsMode};
+use postern_config::model::Forwarding;
 use tokio::task::JoinHandle;
 
 use super::*;
@@ -357,7 +357,7 @@ async fn unusable_greetings_and_stls_refusals() {
         ];
         let (addr, task) = scripted(script).await;
         let mut connected = connect(addr, Forwarding::None).await;
-        connected.leg.tls = TlsMode::Starttls;
+        loopback::starttls_leg(&mut connected);
         let error = Pop3Backend::establish(connected, &v4_identity())
             .await
             .err()
@@ -386,7 +386,7 @@ async fn unusable_greetings_and_stls_refusals() {
     ])
     .await;
     let mut connected = connect(addr, Forwarding::None).await;
-    connected.leg.tls = TlsMode::Starttls;
+    loopback::starttls_leg(&mut connected);
     let error = Pop3Backend::establish(connected, &v4_identity())
         .await
         .err()

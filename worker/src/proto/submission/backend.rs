@@ -34,7 +34,7 @@ use crate::proto::lines::{trim_eol, Lines};
 use crate::proto::xclient::{self, Ipv6Form};
 use crate::sasl::{self, Credentials};
 use crate::upstream::{BackendStream, Connected, DialError};
-use postern_config::model::{Forwarding, Protocol, TlsMode};
+use postern_config::model::{Forwarding, Protocol};
 
 /// The backend EHLO name when the client gave none that is safe and `server.hostname`
 /// is unset (reference §5).
@@ -157,7 +157,7 @@ impl Backend for SubmissionBackend {
         }
         backend.ehlo(&ehlo).await?;
 
-        if leg.tls == TlsMode::Starttls {
+        if let Some(upgrade) = upgrade {
             if !backend.extensions.has("STARTTLS") {
                 return Err(DialError::refused(
                     addr,
@@ -170,21 +170,9 @@ impl Backend for SubmissionBackend {
                 return Err(DialError::refused(addr, "starttls", reply.first_line()));
             }
             let SubmissionBackend { stream, lines, .. } = backend;
-            if !lines.into_rest().is_empty() {
-                return Err(DialError::refused(
-                    addr,
-                    "starttls",
-                    b"data after the STARTTLS reply",
-                ));
-            }
-            let upgrade = upgrade.ok_or(DialError::NoTlsConfig {
-                destination: String::new(),
-            })?;
-            let tcp = stream
-                .into_plain()
-                .map_err(|_| DialError::refused(addr, "starttls", b"leg is already TLS"))?;
+            let stream = upgrade.starttls(stream, &lines.into_rest(), addr).await?;
             backend = SubmissionBackend {
-                stream: upgrade.secure(tcp, addr).await?,
+                stream,
                 lines: Lines::new(),
                 extensions: Extensions::default(),
                 addr,

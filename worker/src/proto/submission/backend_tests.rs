@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use postern_config::model::{Forwarding, TlsMode};
+use postern_config::model::Forwarding;
 use tokio::task::JoinHandle;
 
 use super::*;
@@ -307,7 +307,7 @@ async fn unusable_greetings_ehlo_and_starttls() {
     ])
     .await;
     let mut connected = connect(addr, Forwarding::None).await;
-    connected.leg.tls = TlsMode::Starttls;
+    loopback::starttls_leg(&mut connected);
     let error = SubmissionBackend::establish(connected, &identity("192.0.2.7:1", None))
         .await
         .err()
