@@ -31,6 +31,8 @@
 #   LOGIN_SECS (2)    seconds of logins per side per round (each protocol)
 #   FETCH_COUNT (150) 10 MiB fetches per side per round
 #   IDLE_SESSIONS (5000)
+#   MEASURE (all)     a comma-separated subset of imap,pop3,submission,fetch,idle:
+#                     only those are measured and reported
 #   POSTERN_LOG       postern's log filter (default: the config's "info")
 #   NICE (-20)        priority of everything measured (Dovecot, postern, the client)
 #   SKIP_BUILD=1      use the release binaries already built
@@ -74,6 +76,7 @@ SERVICE_USER=postern-test
 MAIL_USER=postern-mail
 PASSWORD=bench-secret
 NICE=${NICE:--20}
+MEASURE=${MEASURE:-imap,pop3,submission,fetch,idle}
 PIDS=()
 WORK=""
 AUTOGROUP_NICE=""
@@ -464,6 +467,9 @@ print(a["imap"], a["imaps"], a["pop3"], a["submission"])')
     done
 }
 
+# True when the measurement $1 is in MEASURE.
+wanted() { [[ ",$MEASURE," == *",$1,"* ]]; }
+
 measure() {
     local r=$WORK/results proxied=() proxied_pop3=() proxied_submission=()
     if ((!DIRECT_ONLY)); then
@@ -472,24 +478,33 @@ measure() {
         proxied_submission=(--proxied "$PROXIED_SUBMISSION")
     fi
 
-    step "IMAP logins: $CLIENTS clients, $ROUNDS x ${LOGIN_SECS}s per side"
-    "$BENCH" logins --direct "$DIRECT" "${proxied[@]}" --password "$PASSWORD" --users "$CLIENTS" \
-        --concurrency "$CLIENTS" --secs "$LOGIN_SECS" --rounds "$ROUNDS" >"$r/logins.json"
+    if wanted imap; then
+        step "IMAP logins: $CLIENTS clients, $ROUNDS x ${LOGIN_SECS}s per side"
+        "$BENCH" logins --direct "$DIRECT" "${proxied[@]}" --password "$PASSWORD" --users "$CLIENTS" \
+            --concurrency "$CLIENTS" --secs "$LOGIN_SECS" --rounds "$ROUNDS" >"$r/logins.json"
+    fi
 
-    step "POP3 logins: $CLIENTS clients, $ROUNDS x ${LOGIN_SECS}s per side"
-    "$BENCH" logins --protocol pop3 --direct "$DIRECT_POP3" "${proxied_pop3[@]}" \
-        --password "$PASSWORD" --users "$CLIENTS" --concurrency "$CLIENTS" --secs "$LOGIN_SECS" \
-        --rounds "$ROUNDS" >"$r/pop3-logins.json"
+    if wanted pop3; then
+        step "POP3 logins: $CLIENTS clients, $ROUNDS x ${LOGIN_SECS}s per side"
+        "$BENCH" logins --protocol pop3 --direct "$DIRECT_POP3" "${proxied_pop3[@]}" \
+            --password "$PASSWORD" --users "$CLIENTS" --concurrency "$CLIENTS" --secs "$LOGIN_SECS" \
+            --rounds "$ROUNDS" >"$r/pop3-logins.json"
+    fi
 
-    step "Submission logins: $CLIENTS clients, $ROUNDS x ${LOGIN_SECS}s per side"
-    "$BENCH" logins --protocol submission --direct "$DIRECT_SUBMISSION" "${proxied_submission[@]}" \
-        --password "$PASSWORD" --users "$CLIENTS" --concurrency "$CLIENTS" --secs "$LOGIN_SECS" \
-        --rounds "$ROUNDS" >"$r/submission-logins.json"
+    if wanted submission; then
+        step "Submission logins: $CLIENTS clients, $ROUNDS x ${LOGIN_SECS}s per side"
+        "$BENCH" logins --protocol submission --direct "$DIRECT_SUBMISSION" "${proxied_submission[@]}" \
+            --password "$PASSWORD" --users "$CLIENTS" --concurrency "$CLIENTS" --secs "$LOGIN_SECS" \
+            --rounds "$ROUNDS" >"$r/submission-logins.json"
+    fi
 
-    step "Relay: FETCH 1 BODY.PEEK[] of $MESSAGE_BYTES bytes, $ROUNDS x $FETCH_COUNT per side"
-    "$BENCH" fetch --direct "$DIRECT" "${proxied[@]}" --user fetch --password "$PASSWORD" \
-        --size "$MESSAGE_BYTES" --count "$FETCH_COUNT" --rounds "$ROUNDS" >"$r/fetch.json"
+    if wanted fetch; then
+        step "Relay: FETCH 1 BODY.PEEK[] of $MESSAGE_BYTES bytes, $ROUNDS x $FETCH_COUNT per side"
+        "$BENCH" fetch --direct "$DIRECT" "${proxied[@]}" --user fetch --password "$PASSWORD" \
+            --size "$MESSAGE_BYTES" --count "$FETCH_COUNT" --rounds "$ROUNDS" >"$r/fetch.json"
+    fi
 
+    wanted idle || return 0
     if ((DIRECT_ONLY)); then
         step "Capacity: $IDLE_SESSIONS idle sessions held by Dovecot directly (nothing measured)"
         "$BENCH" idle --addr "$DIRECT" --password "$PASSWORD" --users "$CLIENTS" \
@@ -508,12 +523,14 @@ measure() {
 }
 
 report() {
-    local r=$WORK/results strict=()
-    [[ "${STRICT:-0}" == 1 ]] && strict=(--strict)
+    local r=$WORK/results args=() flag file
+    for flag in logins pop3-logins submission-logins fetch idle-plain idle-tls; do
+        file=$r/$flag.json
+        [[ -f "$file" ]] && args+=("--$flag" "$file")
+    done
+    [[ "${STRICT:-0}" == 1 ]] && args+=(--strict)
     step "Results ($(nproc) CPUs, $(uname -r), Dovecot $(dovecot --version | cut -d' ' -f1), load average $(cut -d' ' -f1-3 /proc/loadavg))"
-    "$BENCH" report --logins "$r/logins.json" --pop3-logins "$r/pop3-logins.json" \
-        --submission-logins "$r/submission-logins.json" --fetch "$r/fetch.json" \
-        --idle-plain "$r/idle-plain.json" --idle-tls "$r/idle-tls.json" "${strict[@]}"
+    "$BENCH" report "${args[@]}"
 }
 
 main() {
