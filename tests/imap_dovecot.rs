@@ -92,8 +92,30 @@ fn start_proxy(
     destinations: &[String],
     default: &str,
 ) -> Proxy {
+    let cfg = TestConfig::new(dir.path());
+    start_proxy_with(
+        cfg,
+        dir,
+        ca,
+        allow_plain_without_tls,
+        listeners,
+        destinations,
+        default,
+    )
+}
+
+/// [`start_proxy`] from a `TestConfig` the caller has already set keys on.
+fn start_proxy_with(
+    cfg: TestConfig,
+    dir: &tempfile::TempDir,
+    ca: &Ca,
+    allow_plain_without_tls: bool,
+    listeners: &[(&str, String)],
+    destinations: &[String],
+    default: &str,
+) -> Proxy {
     let leaf = ca.leaf("postern", &[PROXY_NAME]);
-    let mut cfg = TestConfig::new(dir.path())
+    let mut cfg = cfg
         .raw(&common_tables(&leaf, allow_plain_without_tls))
         .default_destination(default);
     for (name, body) in listeners {
@@ -803,7 +825,10 @@ fn ten_megabyte_message_appended_and_fetched_byte_identical() {
     let dir = support::shared_tempdir();
     let ca = Ca::new(dir.path(), "imap");
     // Plain on both legs (postern may splice), and TLS toward the client (a copy loop).
-    let proxy = start_proxy(
+    // One runtime thread, as a worker has by default with one worker per CPU: every
+    // session of the process, relay included, runs on that thread.
+    let proxy = start_proxy_with(
+        TestConfig::new(dir.path()).server("threads = 1"),
         &dir,
         &ca,
         true,
@@ -819,6 +844,11 @@ fn ten_megabyte_message_appended_and_fetched_byte_identical() {
         )],
         "backend",
     );
+    for worker in proxy.pool("imap")["workers"].as_array().expect("workers") {
+        let pid = worker["pid"].as_u64().expect("worker pid");
+        let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
+        assert_eq!(threads, 1, "worker {pid} should run on its one thread");
+    }
     let size = 10 * 1024 * 1024;
     let first = big_message(size, 10);
     let second = big_message(size, 11);

@@ -41,10 +41,24 @@ impl Config {
 
     /// Worker processes per listener, with the `server.workers` default applied.
     pub fn workers_per_listener(&self) -> u32 {
-        self.server
-            .workers
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
+        self.server.workers.unwrap_or_else(cpus)
     }
+
+    /// Runtime threads in each worker process. `server.threads = 0` means one per CPU
+    /// for the listener as a whole: the CPUs shared out among its worker processes
+    /// (rounded up), so the default (one worker per CPU) runs one thread per process
+    /// and no session ever wakes a second thread.
+    pub fn threads_per_worker(&self) -> u32 {
+        match self.server.threads {
+            0 => cpus().div_ceil(self.workers_per_listener().max(1)).max(1),
+            n => n,
+        }
+    }
+}
+
+/// CPUs this process may run on (1 when unknown).
+fn cpus() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX))
 }
 
 /// `[server]`.
@@ -52,7 +66,8 @@ impl Config {
 pub struct Server {
     /// Name used in SMTP greetings and EHLO; unset means the local address.
     pub hostname: Option<String>,
-    /// Tokio worker threads per worker process; 0 means one per CPU.
+    /// Tokio worker threads per worker process; 0 means one per CPU for each listener,
+    /// shared out among its workers ([`Config::threads_per_worker`]).
     pub threads: u32,
     pub shutdown_grace: Duration,
     pub bridge_idle: Duration,

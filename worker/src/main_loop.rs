@@ -54,16 +54,7 @@ pub fn run(ipc_fd: i32, id: &str) -> i32 {
         tracing::error!(error = %e, "cannot make the worker non-dumpable");
         return EX_SOFTWARE;
     }
-    let threads = match hello.config.server.threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n as usize,
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .thread_name("postern-worker")
-        .enable_all()
-        .build()
-    {
+    let runtime = match build_runtime(hello.config.threads_per_worker()) {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot build the runtime");
@@ -100,6 +91,23 @@ pub fn run(ipc_fd: i32, id: &str) -> i32 {
     // Don't wait for sessions still open past the deadline.
     runtime.shutdown_background();
     code
+}
+
+/// The worker's runtime: `threads` of 1 (the default with one worker per CPU) runs
+/// every session on the process's own thread, so a session's wakeups never cross
+/// threads (no futex or eventfd wakeups between them); more build a thread pool.
+fn build_runtime(threads: u32) -> std::io::Result<tokio::runtime::Runtime> {
+    tracing::debug!(threads, "runtime");
+    if threads <= 1 {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads as usize)
+        .thread_name("postern-worker")
+        .enable_all()
+        .build()
 }
 
 async fn serve(

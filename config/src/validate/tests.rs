@@ -630,6 +630,21 @@ fn workers_at_least_one() {
 }
 
 #[test]
+fn threads_share_the_cpus_among_workers() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let threads = |server: &str| ok(&format!("{BASE}\n[server]\n{server}\n")).threads_per_worker();
+    // Default: one worker per CPU, one thread each.
+    assert_eq!(threads(""), 1);
+    // One worker: every CPU's thread in it.
+    assert_eq!(threads("workers = 1"), cpus);
+    // More workers than CPUs: still one thread each.
+    assert_eq!(threads(&format!("workers = {}", cpus * 2)), 1);
+    // Set explicitly: taken as is, whatever the workers.
+    assert_eq!(threads("threads = 3\nworkers = 1"), 3);
+    assert_eq!(threads("threads = 3"), 3);
+}
+
+#[test]
 fn max_connections_at_least_one() {
     let text = edit(BASE, "listener.imap", "max_connections = 0");
     rejects(
