@@ -33,6 +33,10 @@
 #   IDLE_SESSIONS (5000)
 #   MEASURE (all)     a comma-separated subset of imap,pop3,submission,fetch,idle:
 #                     only those are measured and reported
+#   PEER=haproxy      also measure HAProxy (Debian's, installed if missing) as a blind
+#                     TCP relay in front of the same Dovecot (mode tcp, splice-auto):
+#                     its IMAP login and relay ratios, each measured right after
+#                     postern's, printed before postern's table
 #   POSTERN_LOG       postern's log filter (default: the config's "info")
 #   NICE (-20)        priority of everything measured (Dovecot, postern, the client)
 #   SKIP_BUILD=1      use the release binaries already built
@@ -80,6 +84,7 @@ MEASURE=${MEASURE:-imap,pop3,submission,fetch,idle}
 PIDS=()
 WORK=""
 AUTOGROUP_NICE=""
+PEER_ADDR=""
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
 note() { printf '    %s\n' "$*" >&2; }
@@ -482,6 +487,12 @@ measure() {
         step "IMAP logins: $CLIENTS clients, $ROUNDS x ${LOGIN_SECS}s per side"
         "$BENCH" logins --direct "$DIRECT" "${proxied[@]}" --password "$PASSWORD" --users "$CLIENTS" \
             --concurrency "$CLIENTS" --secs "$LOGIN_SECS" --rounds "$ROUNDS" >"$r/logins.json"
+        if [[ -n "$PEER_ADDR" ]]; then
+            step "The same through HAProxy"
+            "$BENCH" logins --direct "$DIRECT" --proxied "$PEER_ADDR" --password "$PASSWORD" \
+                --users "$CLIENTS" --concurrency "$CLIENTS" --secs "$LOGIN_SECS" --rounds "$ROUNDS" \
+                >"$r/peer/logins.json"
+        fi
     fi
 
     if wanted pop3; then
@@ -502,6 +513,12 @@ measure() {
         step "Relay: FETCH 1 BODY.PEEK[] of $MESSAGE_BYTES bytes, $ROUNDS x $FETCH_COUNT per side"
         "$BENCH" fetch --direct "$DIRECT" "${proxied[@]}" --user fetch --password "$PASSWORD" \
             --size "$MESSAGE_BYTES" --count "$FETCH_COUNT" --rounds "$ROUNDS" >"$r/fetch.json"
+        if [[ -n "$PEER_ADDR" ]]; then
+            step "The same through HAProxy"
+            "$BENCH" fetch --direct "$DIRECT" --proxied "$PEER_ADDR" --user fetch \
+                --password "$PASSWORD" --size "$MESSAGE_BYTES" --count "$FETCH_COUNT" \
+                --rounds "$ROUNDS" >"$r/peer/fetch.json"
+        fi
     fi
 
     wanted idle || return 0
@@ -522,15 +539,63 @@ measure() {
         --sessions "$IDLE_SESSIONS" --postern "$POSTERN" --socket "$SOCK" >"$r/idle-tls.json"
 }
 
-report() {
-    local r=$WORK/results args=() flag file
+start_haproxy() {
+    step "Peer: HAProxy as a blind TCP relay in front of the same Dovecot"
+    if ! command -v haproxy >/dev/null; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
+    fi
+    local h=$WORK/haproxy port
+    mkdir -p "$h"
+    port=$(free_port)
+    # Its defaults otherwise (one thread per CPU); splice both ways, as postern does.
+    cat >"$h/haproxy.cfg" <<EOF
+global
+    maxconn 4000
+defaults
+    mode tcp
+    option splice-auto
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+frontend imap
+    bind 127.0.0.1:$port
+    default_backend dovecot
+backend dovecot
+    server dovecot $DIRECT
+EOF
+    haproxy -db -f "$h/haproxy.cfg" >"$h/haproxy.log" 2>&1 &
+    PIDS+=($!)
+    if ! wait_for "HAProxy on port $port" 10 port_open "$port"; then
+        cat "$h/haproxy.log" >&2
+        return 1
+    fi
+    PEER_ADDR=127.0.0.1:$port
+    mkdir -p "$WORK/results/peer"
+    note "$(haproxy -v | head -1) (pid ${PIDS[-1]}): IMAP $PEER_ADDR"
+}
+
+# report_rows DIR [ARGS...]: the report of the measurements found in DIR.
+report_rows() {
+    local r=$1 args=() flag file
+    shift
     for flag in logins pop3-logins submission-logins fetch idle-plain idle-tls; do
         file=$r/$flag.json
         [[ -f "$file" ]] && args+=("--$flag" "$file")
     done
-    [[ "${STRICT:-0}" == 1 ]] && args+=(--strict)
-    step "Results ($(nproc) CPUs, $(uname -r), Dovecot $(dovecot --version | cut -d' ' -f1), load average $(cut -d' ' -f1-3 /proc/loadavg))"
-    "$BENCH" report "${args[@]}"
+    "$BENCH" report "${args[@]}" "$@"
+}
+
+report() {
+    local strict=()
+    [[ "${STRICT:-0}" == 1 ]] && strict=(--strict)
+    step "Results ($(nproc) CPUs, $(uname -r), $(sysctl -n net.ipv4.tcp_congestion_control) congestion control, Dovecot $(dovecot --version | cut -d' ' -f1), load average $(cut -d' ' -f1-3 /proc/loadavg))"
+    if [[ -n "$PEER_ADDR" ]]; then
+        # Through HAProxy, not postern, in these rows; the targets are postern's.
+        echo "Peer: HAProxy $(haproxy -v | head -1 | awk '{print $3}') as a blind TCP relay, the same Dovecot and rounds:"
+        report_rows "$WORK/results/peer" | grep -E '^- |^\| (IMAP logins|relay)' | sed 's/through postern/through HAProxy/'
+        echo
+    fi
+    report_rows "$WORK/results" "${strict[@]}"
 }
 
 main() {
@@ -540,6 +605,10 @@ main() {
     make_workdir
     start_dovecot
     ((DIRECT_ONLY)) || start_postern
+    # A peer that fails to start costs its rows, not postern's table.
+    if [[ "${PEER:-}" == haproxy ]] && ! start_haproxy; then
+        PEER_ADDR=""
+    fi
     measure
     report
 }
