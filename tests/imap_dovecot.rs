@@ -82,30 +82,9 @@ fn common_tables(leaf: &Leaf, allow_plain_without_tls: bool) -> String {
     )
 }
 
-/// postern with the given listeners (name, body) in front of `destinations`, routing
-/// unmapped accounts to `default`.
+/// postern from `cfg` (with any keys the caller set) and the given listeners (name,
+/// body) in front of `destinations`, routing unmapped accounts to `default`.
 fn start_proxy(
-    dir: &tempfile::TempDir,
-    ca: &Ca,
-    allow_plain_without_tls: bool,
-    listeners: &[(&str, String)],
-    destinations: &[String],
-    default: &str,
-) -> Proxy {
-    let cfg = TestConfig::new(dir.path());
-    start_proxy_with(
-        cfg,
-        dir,
-        ca,
-        allow_plain_without_tls,
-        listeners,
-        destinations,
-        default,
-    )
-}
-
-/// [`start_proxy`] from a `TestConfig` the caller has already set keys on.
-fn start_proxy_with(
     cfg: TestConfig,
     dir: &tempfile::TempDir,
     ca: &Ca,
@@ -146,6 +125,7 @@ fn world(
     let dir = support::shared_tempdir();
     let ca = Ca::new(dir.path(), "imap");
     let proxy = start_proxy(
+        TestConfig::new(dir.path()),
         &dir,
         &ca,
         allow_plain_without_tls,
@@ -593,6 +573,7 @@ fn haproxy_world(test: &str, listener_extra: &str) -> Option<World> {
     let dir = support::shared_tempdir();
     let ca = Ca::new(dir.path(), "imap");
     let proxy = start_proxy(
+        TestConfig::new(dir.path()),
         &dir,
         &ca,
         true,
@@ -692,6 +673,7 @@ fn backend_leg_over_starttls() {
         &format!("proxy_protocol = false\ntls_server_name = \"{DOVECOT_NAME}\"\ntls_allow_invalid_certs = true"),
     );
     let proxy = start_proxy(
+        TestConfig::new(dir.path()),
         &dir,
         &ca,
         true,
@@ -735,6 +717,7 @@ fn backend_leg_over_implicit_tls_with_a_pinned_certificate() {
         &format!("proxy_protocol = false\ntls_server_name = \"{DOVECOT_NAME}\"\ntls_pinned_cert_sha256 = \"{pin}\""),
     );
     let proxy = start_proxy(
+        TestConfig::new(dir.path()),
         &dir,
         &ca,
         true,
@@ -827,7 +810,7 @@ fn ten_megabyte_message_appended_and_fetched_byte_identical() {
     // Plain on both legs (postern may splice), and TLS toward the client (a copy loop).
     // One runtime thread, as a worker has by default with one worker per CPU: every
     // session of the process, relay included, runs on that thread.
-    let proxy = start_proxy_with(
+    let proxy = start_proxy(
         TestConfig::new(dir.path()).server("threads = 1"),
         &dir,
         &ca,
