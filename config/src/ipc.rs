@@ -15,7 +15,7 @@ use crate::material::Material;
 use crate::model::Config;
 
 /// Version of this protocol; bump it on any change to the enums below.
-pub const PROTO: u32 = 2;
+pub const PROTO: u32 = 3;
 
 /// Largest record either side accepts. The `Hello` carries the config and TLS
 /// material, so it is generous; everything else is tiny.
@@ -52,6 +52,9 @@ pub struct Hello {
     pub sockets: Vec<SocketAddr>,
     /// This worker's slot in the connection counter.
     pub counter_slot: u32,
+    /// Runtime threads ([`Config::threads_per_worker`]), counted by the supervisor:
+    /// the CPU count comes from cgroup and proc files, and workers open no file.
+    pub threads: u32,
     pub config: Config,
     pub material: Material,
     /// Backend addresses, resolved by the supervisor (workers do no DNS).

@@ -302,6 +302,7 @@ impl Supervisor {
             listener: name.to_owned(),
             sockets: pool.addrs(),
             counter_slot: slot,
+            threads: self.config.threads_per_worker(),
             config: (*self.config).clone(),
             material: material_for(&pool.listener, &self.material),
             resolved: self.resolved.clone(),

@@ -54,7 +54,7 @@ pub fn run(ipc_fd: i32, id: &str) -> i32 {
         tracing::error!(error = %e, "cannot make the worker non-dumpable");
         return EX_SOFTWARE;
     }
-    let runtime = match build_runtime(hello.config.threads_per_worker()) {
+    let runtime = match build_runtime(hello.threads) {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot build the runtime");

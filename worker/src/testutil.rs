@@ -198,6 +198,7 @@ pub fn hello(config: Config, material: Material, listener: &str) -> Hello {
         listener: listener.into(),
         sockets: Vec::new(),
         counter_slot: 0,
+        threads: 1,
         config,
         material,
         resolved: BTreeMap::new(),
