@@ -33,10 +33,14 @@
 #   IDLE_SESSIONS (5000)
 #   MEASURE (all)     a comma-separated subset of imap,pop3,submission,fetch,idle:
 #                     only those are measured and reported
-#   PEER=haproxy      also measure HAProxy (Debian's, installed if missing) as a blind
-#                     TCP relay in front of the same Dovecot (mode tcp, splice-auto):
-#                     its IMAP login and relay ratios, each measured right after
-#                     postern's, printed before postern's table
+#   PEER              a comma-separated list of relays measured beside postern in front
+#                     of the same Dovecot, each right after postern's measurement and
+#                     printed before postern's table:
+#                     haproxy  Debian's HAProxy (installed if missing) as a blind TCP
+#                              relay (mode tcp, splice-auto): IMAP logins and relay
+#                     splice   `postern-bench splice-relay`, the least a relay can do
+#                              (blocking splice, a thread per direction): relay only,
+#                              the floor set by the second TCP connection itself
 #   POSTERN_LOG       postern's log filter (default: the config's "info")
 #   NICE (-20)        priority of everything measured (Dovecot, postern, the client)
 #   SKIP_BUILD=1      use the release binaries already built
@@ -84,7 +88,15 @@ MEASURE=${MEASURE:-imap,pop3,submission,fetch,idle}
 PIDS=()
 WORK=""
 AUTOGROUP_NICE=""
-PEER_ADDR=""
+PEER=${PEER:-}
+for peer in ${PEER//,/ }; do
+    if [[ $peer != haproxy && $peer != splice ]]; then
+        echo "bench: unknown PEER $peer (known: haproxy, splice)" >&2
+        exit 2
+    fi
+done
+# name → address of each peer that started
+declare -A PEER_ADDRS=()
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
 note() { printf '    %s\n' "$*" >&2; }
@@ -476,7 +488,7 @@ print(a["imap"], a["imaps"], a["pop3"], a["submission"])')
 wanted() { [[ ",$MEASURE," == *",$1,"* ]]; }
 
 measure() {
-    local r=$WORK/results proxied=() proxied_pop3=() proxied_submission=()
+    local r=$WORK/results proxied=() proxied_pop3=() proxied_submission=() peer
     if ((!DIRECT_ONLY)); then
         proxied=(--proxied "$PROXIED")
         proxied_pop3=(--proxied "$PROXIED_POP3")
@@ -487,12 +499,12 @@ measure() {
         step "IMAP logins: $CLIENTS clients, $ROUNDS x ${LOGIN_SECS}s per side"
         "$BENCH" logins --direct "$DIRECT" "${proxied[@]}" --password "$PASSWORD" --users "$CLIENTS" \
             --concurrency "$CLIENTS" --secs "$LOGIN_SECS" --rounds "$ROUNDS" >"$r/logins.json"
-        if [[ -n "$PEER_ADDR" ]]; then
-            step "The same through HAProxy"
-            "$BENCH" logins --direct "$DIRECT" --proxied "$PEER_ADDR" --password "$PASSWORD" \
+        for peer in $(peers_measuring imap); do
+            step "The same through $(peer_label "$peer")"
+            "$BENCH" logins --direct "$DIRECT" --proxied "${PEER_ADDRS[$peer]}" --password "$PASSWORD" \
                 --users "$CLIENTS" --concurrency "$CLIENTS" --secs "$LOGIN_SECS" --rounds "$ROUNDS" \
-                >"$r/peer/logins.json"
-        fi
+                >"$r/peer-$peer/logins.json"
+        done
     fi
 
     if wanted pop3; then
@@ -513,12 +525,12 @@ measure() {
         step "Relay: FETCH 1 BODY.PEEK[] of $MESSAGE_BYTES bytes, $ROUNDS x $FETCH_COUNT per side"
         "$BENCH" fetch --direct "$DIRECT" "${proxied[@]}" --user fetch --password "$PASSWORD" \
             --size "$MESSAGE_BYTES" --count "$FETCH_COUNT" --rounds "$ROUNDS" >"$r/fetch.json"
-        if [[ -n "$PEER_ADDR" ]]; then
-            step "The same through HAProxy"
-            "$BENCH" fetch --direct "$DIRECT" --proxied "$PEER_ADDR" --user fetch \
+        for peer in $(peers_measuring fetch); do
+            step "The same through $(peer_label "$peer")"
+            "$BENCH" fetch --direct "$DIRECT" --proxied "${PEER_ADDRS[$peer]}" --user fetch \
                 --password "$PASSWORD" --size "$MESSAGE_BYTES" --count "$FETCH_COUNT" \
-                --rounds "$ROUNDS" >"$r/peer/fetch.json"
-        fi
+                --rounds "$ROUNDS" >"$r/peer-$peer/fetch.json"
+        done
     fi
 
     wanted idle || return 0
@@ -569,9 +581,50 @@ EOF
         cat "$h/haproxy.log" >&2
         return 1
     fi
-    PEER_ADDR=127.0.0.1:$port
-    mkdir -p "$WORK/results/peer"
-    note "$(haproxy -v | head -1) (pid ${PIDS[-1]}): IMAP $PEER_ADDR"
+    PEER_ADDRS[haproxy]=127.0.0.1:$port
+    note "$(haproxy -v | head -1) (pid ${PIDS[-1]}): IMAP ${PEER_ADDRS[haproxy]}"
+}
+
+start_splice_relay() {
+    step "Peer: the splice floor (postern-bench splice-relay) in front of the same Dovecot"
+    local out=$WORK/splice-relay.out
+    "$BENCH" splice-relay --to "$DIRECT" >"$out" 2>"$WORK/splice-relay.log" &
+    PIDS+=($!)
+    wait_for "splice-relay to listen" 10 grep -q '^listening ' "$out" || return 1
+    PEER_ADDRS[splice]=$(awk '/^listening /{print $2}' "$out")
+    note "splice-relay (pid ${PIDS[-1]}): IMAP ${PEER_ADDRS[splice]}"
+}
+
+# peer_label NAME: how the steps and the report name a peer.
+peer_label() {
+    case $1 in
+    haproxy) echo "HAProxy $(haproxy -v | head -1 | awk '{print $3}') as a blind TCP relay" ;;
+    splice) echo "the splice floor (a blocking splice relay, a thread per direction)" ;;
+    esac
+}
+
+# peers_measuring imap|fetch|all: the started peers that take part in that measurement
+# (the splice floor is a relay-throughput reference only).
+peers_measuring() {
+    local peer
+    for peer in "${!PEER_ADDRS[@]}"; do
+        [[ $1 == imap && $peer == splice ]] && continue
+        echo "$peer"
+    done | sort
+}
+
+start_peers() {
+    local peer
+    for peer in ${PEER//,/ }; do
+        # A peer that fails to start costs its rows, not postern's table.
+        case $peer in
+        haproxy) start_haproxy || note "HAProxy did not start: not measured" ;;
+        splice) start_splice_relay || note "splice-relay did not start: not measured" ;;
+        esac
+        if [[ -n "${PEER_ADDRS[$peer]:-}" ]]; then
+            mkdir -p "$WORK/results/peer-$peer"
+        fi
+    done
 }
 
 # report_rows DIR [ARGS...]: the report of the measurements found in DIR.
@@ -589,12 +642,14 @@ report() {
     local strict=()
     [[ "${STRICT:-0}" == 1 ]] && strict=(--strict)
     step "Results ($(nproc) CPUs, $(uname -r), $(sysctl -n net.ipv4.tcp_congestion_control) congestion control, Dovecot $(dovecot --version | cut -d' ' -f1), load average $(cut -d' ' -f1-3 /proc/loadavg))"
-    if [[ -n "$PEER_ADDR" ]]; then
-        # Through HAProxy, not postern, in these rows; the targets are postern's.
-        echo "Peer: HAProxy $(haproxy -v | head -1 | awk '{print $3}') as a blind TCP relay, the same Dovecot and rounds:"
-        report_rows "$WORK/results/peer" | grep -E '^- |^\| (IMAP logins|relay)' | sed 's/through postern/through HAProxy/'
+    local peer
+    for peer in $(peers_measuring all); do
+        # Through the peer, not postern, in these rows; the targets are postern's.
+        echo "Peer: $(peer_label "$peer"), the same Dovecot and rounds:"
+        report_rows "$WORK/results/peer-$peer" | grep -E '^- |^\| (IMAP logins|relay)' |
+            grep -v 'not measured' | sed "s/through postern/through $peer/"
         echo
-    fi
+    done
     report_rows "$WORK/results" "${strict[@]}"
 }
 
@@ -605,10 +660,7 @@ main() {
     make_workdir
     start_dovecot
     ((DIRECT_ONLY)) || start_postern
-    # A peer that fails to start costs its rows, not postern's table.
-    if [[ "${PEER:-}" == haproxy ]] && ! start_haproxy; then
-        PEER_ADDR=""
-    fi
+    start_peers
     measure
     report
 }

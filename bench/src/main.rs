@@ -13,10 +13,13 @@
 //! - `idle`: opens N authenticated, SELECTed sessions through postern and holds them;
 //!   the sum of the listener's worker RSS (`/proc/<pid>/status`, worker PIDs from
 //!   `postern status --json`) before and after, per session;
-//! - `append`: stores the large message once; `report`: the Markdown table.
+//! - `append`: stores the large message once; `report`: the Markdown table;
+//! - `splice-relay`: a minimal blind splice relay, measured beside postern as the
+//!   floor any relay sits on (see `floor.rs`).
 //!
 //! Each measurement prints one JSON object on stdout; progress goes to stderr.
 
+mod floor;
 mod imap;
 mod lines;
 mod report;
@@ -63,6 +66,8 @@ enum Cmd {
     Idle(IdleArgs),
     /// Print the Markdown table from the JSON results.
     Report(report::ReportArgs),
+    /// Serve a minimal blind TCP relay (blocking splice, a thread per direction).
+    SpliceRelay(floor::SpliceRelayArgs),
 }
 
 #[derive(Args, Clone)]
@@ -231,6 +236,7 @@ fn main() -> Result<()> {
     };
     let out = match cli.cmd {
         Cmd::Report(args) => return report::print(&args),
+        Cmd::SpliceRelay(args) => return floor::run(&args),
         Cmd::Append(args) => rt.block_on(append(args))?,
         Cmd::Logins(args) => rt.block_on(logins(args))?,
         Cmd::Fetch(args) => rt.block_on(fetch(args))?,
