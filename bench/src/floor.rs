@@ -39,12 +39,17 @@ pub fn run(args: &SpliceRelayArgs) -> Result<()> {
     writeln!(out, "listening {}", listener.local_addr()?)?;
     out.flush()?;
     drop(out);
+    serve(&listener, args.to)
+}
+
+/// Relays every connection `listener` accepts to `to`.
+fn serve(listener: &TcpListener, to: SocketAddr) -> Result<()> {
     for client in listener.incoming() {
         let client = client.context("accept")?;
-        let backend = match TcpStream::connect(args.to) {
+        let backend = match TcpStream::connect(to) {
             Ok(b) => b,
             Err(e) => {
-                eprintln!("bench: splice-relay: connect {}: {e}", args.to);
+                eprintln!("bench: splice-relay: connect {to}: {e}");
                 continue;
             }
         };
@@ -91,5 +96,44 @@ fn splice(from: impl AsFd, to: impl AsFd, len: usize) -> io::Result<usize> {
             Err(Errno::EINTR) => {}
             r => return Ok(r?),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read as _;
+
+    /// Bytes both ways, byte-exact, and a half-close passed on: an echo backend sees the
+    /// client's EOF and closes, and the client reads everything before its own EOF.
+    #[test]
+    fn relays_byte_exact_with_half_close() {
+        let backend = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let backend_addr = backend.local_addr().expect("addr");
+        thread::spawn(move || {
+            let (mut s, _) = backend.accept().expect("accept");
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).expect("backend read");
+            s.write_all(&got).expect("backend write");
+        });
+        let relay = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let relay_addr = relay.local_addr().expect("addr");
+        thread::spawn(move || serve(&relay, backend_addr));
+
+        let data: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
+        let mut c = TcpStream::connect(relay_addr).expect("connect");
+        c.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .expect("timeout");
+        let writer = {
+            let (mut c, data) = (c.try_clone().expect("clone"), data.clone());
+            thread::spawn(move || {
+                c.write_all(&data).expect("client write");
+                c.shutdown(Shutdown::Write).expect("shutdown");
+            })
+        };
+        let mut back = Vec::new();
+        c.read_to_end(&mut back).expect("client read");
+        writer.join().expect("writer");
+        assert!(back == data, "{} bytes back of {}", back.len(), data.len());
     }
 }
