@@ -376,9 +376,10 @@ group = "$SERVICE_USER"
 control_socket = "$p/control.sock"
 shutdown_grace = "5s"
 threads = ${POSTERN_THREADS:-0}
+${POSTERN_WORKERS:+workers = $POSTERN_WORKERS}
 
 [sandbox]
-seccomp = "enforce"
+seccomp = "${POSTERN_SECCOMP:-enforce}"
 
 [tls.certificate.bench]
 cert = "$WORK/tls/cert.pem"

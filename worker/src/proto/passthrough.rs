@@ -61,25 +61,25 @@ pub async fn serve(svc: &Services, mut stream: TcpStream, peer: SocketAddr, loca
         local: inbound.local,
         started,
     };
-    match listener.tls {
-        TlsMode::Plain => {
-            let leftover = inbound.leftover;
-            session.bridge(MaybeTls::Plain(stream), leftover).await
-        }
+    let (client, leftover) = match listener.tls {
+        TlsMode::Plain => (MaybeTls::Plain(stream), inbound.leftover),
         TlsMode::Implicit => {
             let deadline = Instant::now() + listener.preauth_timeout.min(MAX_TIMER);
             let stream = Rewound::new(inbound.leftover, stream);
-            if let Some(tls) = accept_tls(svc, stream, deadline).await {
-                session
-                    .bridge(MaybeTls::Tls(Box::new(tls)), Vec::new())
-                    .await
-            }
+            // Boxed, and the TLS stream boxed before the relay's await: neither the
+            // handshake nor an unboxed stream sizes the session's task.
+            let Some(tls) = Box::pin(accept_tls(svc, stream, deadline)).await else {
+                return;
+            };
+            (MaybeTls::Tls(Box::new(tls)), Vec::new())
         }
         TlsMode::Starttls => {
             // Config validation rejects this; a pass-through cannot see STARTTLS.
             tracing::error!("starttls is not possible on a pass-through listener; closing");
+            return;
         }
-    }
+    };
+    session.bridge(client, leftover).await
 }
 
 struct Session<'a> {
@@ -94,15 +94,16 @@ struct Session<'a> {
 impl Session<'_> {
     async fn bridge(self, client: ClientStream, leftover: Vec<u8>) {
         let upstreams = self.svc.upstreams();
-        let connected = upstreams
-            .dial_with(
-                self.destination,
-                self.leg,
-                self.client,
-                self.local,
-                |c| async { Ok(c) },
-            )
-            .await;
+        // Boxed: the dial's future is freed before the relay, not kept in the session's
+        // task (see `session::serve`).
+        let connected = Box::pin(upstreams.dial_with(
+            self.destination,
+            self.leg,
+            self.client,
+            self.local,
+            |c| async { Ok(c) },
+        ))
+        .await;
         let backend = match connected {
             Ok(connected) => connected.stream,
             Err(e) => {

@@ -18,6 +18,7 @@
 //! §2.3). Relayed sessions log one `session closed` line. No credential is logged.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,22 +50,49 @@ pub(crate) type ClientStream = MaybeTls<tokio_rustls::server::TlsStream<Rewound<
 const READ_BYTES: usize = 4096;
 
 /// Serves one connection: `dialogue` with the client, `B` toward the backend.
-pub async fn serve<D: Dialogue, B: Backend>(
+///
+/// The task spawned per connection lives as long as the session. Everything before the
+/// hand-off (PROXY header, TLS handshake, the dialogue with its machine, the dial and
+/// the replay: a few KiB of future state) runs in its own allocation, freed when the
+/// relay starts, so an idle relayed session's task holds only the relay. (A plain `fn`:
+/// an `async fn` would keep its arguments, the machine among them, in that task.)
+pub fn serve<'a, D: Dialogue + 'a, B: Backend + 'a>(
+    svc: &'a Services,
+    dialogue: D,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    session: u64,
+) -> impl Future<Output = ()> + 'a {
+    let started = Instant::now();
+    let authenticated = Box::pin(authenticate::<D, B>(
+        svc, dialogue, tcp, peer, local, session, started,
+    ));
+    async move {
+        if let Some(handoff) = authenticated.await {
+            handoff.relay(svc, started).await;
+        }
+    }
+}
+
+/// The connection up to the hand-off: the relay to start, or `None` when the session
+/// ended before it (each ending already logged).
+async fn authenticate<D: Dialogue, B: Backend>(
     svc: &Services,
     dialogue: D,
     mut tcp: TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
     session: u64,
-) {
-    let started = Instant::now();
+    started: Instant,
+) -> Option<Handoff> {
     let listener = svc.listener();
     let deadline = started + listener.preauth_timeout.min(MAX_TIMER);
     let inbound = match proxy_in::accept(&mut tcp, listener, peer, local).await {
         Ok(inbound) => inbound,
         Err(e) => {
             tracing::debug!(side = %Side::Client, error = %ErrorChain(&e), "connection refused");
-            return;
+            return None;
         }
     };
     if inbound.from_header {
@@ -73,10 +101,7 @@ pub async fn serve<D: Dialogue, B: Backend>(
     let (client, leftover) = match listener.tls {
         TlsMode::Plain | TlsMode::Starttls => (MaybeTls::Plain(tcp), inbound.leftover),
         TlsMode::Implicit => {
-            let Some(tls) = accept_tls(svc, Rewound::new(inbound.leftover, tcp), deadline).await
-            else {
-                return;
-            };
+            let tls = accept_tls(svc, Rewound::new(inbound.leftover, tcp), deadline).await?;
             (MaybeTls::Tls(Box::new(tls)), Vec::new())
         }
     };
@@ -100,9 +125,7 @@ pub async fn serve<D: Dialogue, B: Backend>(
     };
     // The dialogue's state (parser, buffers) is gone before the relay starts: an idle
     // relayed session holds only its two sockets.
-    if let Some(handoff) = session.run(leftover).await {
-        handoff.relay(svc, started).await;
-    }
+    session.run(leftover).await
 }
 
 /// The TLS handshake on the client leg, bounded by the pre-auth deadline (shared with
