@@ -42,6 +42,9 @@
 #                              (blocking splice, a thread per direction): relay only,
 #                              the floor set by the second TCP connection itself
 #   POSTERN_LOG       postern's log filter (default: the config's "info")
+#   POSTERN_WORKERS   server.workers (default: unset, one worker per CPU)
+#   POSTERN_THREADS   server.threads (default 0: the CPUs shared out among the workers)
+#   POSTERN_SECCOMP   sandbox.seccomp (default enforce; off measures the filter's cost)
 #   NICE (-20)        priority of everything measured (Dovecot, postern, the client)
 #   SKIP_BUILD=1      use the release binaries already built
 #   STRICT=1          exit 1 when a target is missed
