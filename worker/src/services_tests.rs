@@ -271,8 +271,13 @@ fn setup_errors() {
 #[tokio::test]
 async fn the_session_task_is_small() {
     let svc = Arc::new(
-        Services::new(&hello_for(Protocol::Smtp, TlsMode::Plain, 1, Forwarding::None))
-            .expect("services"),
+        Services::new(&hello_for(
+            Protocol::Smtp,
+            TlsMode::Plain,
+            1,
+            Forwarding::None,
+        ))
+        .expect("services"),
     );
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = l.local_addr().expect("addr");
