@@ -4,11 +4,14 @@
 //! caller, and what happens when the login's result comes back.
 //!
 //! A machine implements [`AwaitsLogin`] with its own state moves and its protocol's
-//! replies; the rules themselves (reference §4.8, §5, DESIGN.md) live here.
+//! replies; the rules themselves (reference §4.8, §5, DESIGN.md) live here. The
+//! untagged protocols (POP3 `AUTH`, ManageSieve `AUTHENTICATE`, SMTP `AUTH`) also share
+//! their SASL steps through [`SaslLogin`]; IMAP's carry a tag and stay its own.
 
 use std::mem;
 
-use crate::proto::dialogue::{Action, Outcome, Redacted, Rejection};
+use crate::proto::dialogue::{Action, Credentials, LoginRequest, Outcome, Redacted, Rejection};
+use crate::proto::sasl_exchange::{Exchange, Next};
 use crate::sasl::Mechanism;
 
 fn is_cleartext(name: &str) -> bool {
@@ -189,5 +192,89 @@ pub(crate) trait AwaitsLogin {
             }
         }
         out
+    }
+}
+
+/// The SASL steps of an untagged protocol: choosing the mechanism, the challenges, and
+/// handing the credentials to the caller. The required methods are the protocol's
+/// replies and state moves.
+pub(crate) trait SaslLogin: AwaitsLogin {
+    /// The mechanisms the listener offers, and whether cleartext ones are allowed now.
+    fn offered(&self) -> (&[String], bool);
+    /// A mechanism not offered (a counted failure).
+    fn mechanism_unsupported() -> Vec<u8>;
+    /// A cleartext mechanism without TLS (not counted, reference §5).
+    fn needs_tls() -> Vec<u8>;
+    /// A continuation carrying the base64 `prompt` (empty: none).
+    fn challenge(prompt: &str) -> Vec<u8>;
+    /// Client data that was not base64 (a counted failure).
+    fn invalid_base64() -> Vec<u8>;
+    /// Waits for the client's answer to a challenge, to feed to `exchange`.
+    fn expect_response(&mut self, exchange: Exchange);
+    /// Enters `AwaitingOutcome` for a login whose first `pipelined` input bytes went out
+    /// with it.
+    fn await_outcome(&mut self, pipelined: usize);
+
+    /// The client named a mechanism, with or without an initial response.
+    fn start_auth(
+        &mut self,
+        name: &str,
+        initial_response: Option<&[u8]>,
+        rest: &[u8],
+        out: &mut Vec<Action>,
+    ) {
+        let (sasl, cleartext_allowed) = self.offered();
+        match choose(sasl, name, cleartext_allowed) {
+            Ok(mechanism) => {
+                self.sasl_step(Exchange::start(mechanism, initial_response), rest, out)
+            }
+            Err(Refusal::NotOffered) => {
+                out.push(Action::Reply(Self::mechanism_unsupported()));
+                self.count_failure(out);
+            }
+            Err(Refusal::NeedsTls) => out.push(Action::Reply(Self::needs_tls())),
+        }
+    }
+
+    /// The next step of the exchange.
+    fn sasl_step(&mut self, next: Next, rest: &[u8], out: &mut Vec<Action>) {
+        match next {
+            Next::Challenge(exchange, prompt) => {
+                out.push(Action::Reply(Self::challenge(prompt)));
+                self.expect_response(exchange);
+            }
+            Next::Done {
+                mechanism,
+                credentials,
+            } => self.login(mechanism, credentials, false, rest, out),
+            Next::InvalidBase64 => {
+                out.push(Action::Reply(Self::invalid_base64()));
+                self.count_failure(out);
+            }
+        }
+    }
+
+    /// Hands the credentials to the caller; `rest` is what the client pipelined.
+    fn login(
+        &mut self,
+        mechanism: Mechanism,
+        credentials: Credentials,
+        is_login_command: bool,
+        rest: &[u8],
+        out: &mut Vec<Action>,
+    ) {
+        tracing::debug!(
+            mechanism = mechanism.name(),
+            pipelined = rest.len(),
+            "login"
+        );
+        self.await_outcome(rest.len());
+        out.push(Action::Login(LoginRequest {
+            tag: String::new(),
+            mechanism,
+            credentials,
+            is_login_command,
+            pipelined: Redacted::new(rest.to_vec()),
+        }));
     }
 }

@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use postern_config::model::{Config, Listener, TlsMode};
 
-use super::command::{Command, Decoder, ErrorKind, Mechanism, Redacted, SaslResponse};
+use super::command::{Command, Decoder, ErrorKind, SaslResponse};
 use super::reply;
-use crate::proto::auth::{self, Attempts, AwaitsLogin};
-use crate::proto::dialogue::{Action, Credentials, Dialogue, LoginRequest, Outcome, Rejection};
+use crate::proto::auth::{self, Attempts, AwaitsLogin, SaslLogin};
+use crate::proto::dialogue::{Action, Dialogue, Outcome, Rejection};
 use crate::proto::grammar::{Limits, MAX_LINE_BYTES, MAX_LITERAL_BYTES};
-use crate::proto::sasl_exchange::{Exchange, Next};
+use crate::proto::sasl_exchange::Exchange;
 
 /// Most bytes held while a login is with the caller (what the client pipelined behind
 /// its auth command). A client that sends more is closed.
@@ -211,7 +211,12 @@ impl Machine {
             Command::Authenticate {
                 mechanism,
                 initial_response,
-            } => self.on_authenticate(&mechanism, initial_response, rest, out),
+            } => self.start_auth(
+                &mechanism,
+                initial_response.as_ref().map(|r| r.expose().as_slice()),
+                rest,
+                out,
+            ),
             Command::Unknown(name) => {
                 self.not_allowed(&name);
                 out.push(Action::Reply(reply::not_allowed()));
@@ -222,53 +227,6 @@ impl Machine {
     fn not_allowed(&self, command: &str) {
         tracing::debug!(command, state = self.state.name(), "command not allowed");
     }
-
-    fn on_authenticate(
-        &mut self,
-        name: &str,
-        initial_response: Option<Redacted<Vec<u8>>>,
-        rest: &[u8],
-        out: &mut Vec<Action>,
-    ) {
-        let mechanism = match auth::choose(&self.settings.sasl, name, self.cleartext_allowed()) {
-            Ok(mechanism) => mechanism,
-            Err(auth::Refusal::NotOffered) => {
-                out.push(Action::Reply(reply::mechanism_unsupported()));
-                self.count_failure(out);
-                return;
-            }
-            Err(auth::Refusal::NeedsTls) => {
-                // Not counted (reference §5).
-                out.push(Action::Reply(reply::encrypt_needed()));
-                return;
-            }
-        };
-        let initial = initial_response.as_ref().map(|r| r.expose().as_slice());
-        self.on_exchange(Exchange::start(mechanism, initial), rest, out);
-    }
-
-    /// The next step of an `AUTHENTICATE` exchange.
-    fn on_exchange(&mut self, next: Next, rest: &[u8], out: &mut Vec<Action>) {
-        match next {
-            Next::Challenge(exchange, prompt) => {
-                out.push(Action::Reply(if prompt.is_empty() {
-                    reply::continuation()
-                } else {
-                    reply::challenge(prompt)
-                }));
-                self.state = State::ExpectSaslResponse(exchange);
-            }
-            Next::Done {
-                mechanism,
-                credentials,
-            } => self.login(mechanism, credentials, rest, out),
-            Next::InvalidBase64 => {
-                out.push(Action::Reply(reply::invalid_base64()));
-                self.count_failure(out);
-            }
-        }
-    }
-
     fn on_sasl_response(&mut self, response: SaslResponse, rest: &[u8], out: &mut Vec<Action>) {
         let State::ExpectSaslResponse(exchange) =
             mem::replace(&mut self.state, State::NotAuthenticated)
@@ -278,9 +236,7 @@ impl Machine {
         match response {
             // RFC 5804 §2.1: a NO; a cancel is not a failed attempt.
             SaslResponse::Abort => out.push(Action::Reply(reply::authentication_cancelled())),
-            SaslResponse::Data(text) => {
-                self.on_exchange(exchange.respond(text.expose()), rest, out)
-            }
+            SaslResponse::Data(text) => self.sasl_step(exchange.respond(text.expose()), rest, out),
         }
     }
 
@@ -291,30 +247,33 @@ impl Machine {
             self.count_failure(out);
         }
     }
+}
 
-    /// Hands the credentials to the caller; `rest` is what the client pipelined.
-    fn login(
-        &mut self,
-        mechanism: Mechanism,
-        credentials: Credentials,
-        rest: &[u8],
-        out: &mut Vec<Action>,
-    ) {
-        tracing::debug!(
-            mechanism = mechanism.name(),
-            pipelined = rest.len(),
-            "login"
-        );
-        self.state = State::AwaitingOutcome {
-            pipelined: rest.len(),
-        };
-        out.push(Action::Login(LoginRequest {
-            tag: String::new(),
-            mechanism,
-            credentials,
-            is_login_command: false,
-            pipelined: Redacted::new(rest.to_vec()),
-        }));
+impl SaslLogin for Machine {
+    fn offered(&self) -> (&[String], bool) {
+        (&self.settings.sasl, self.cleartext_allowed())
+    }
+    fn mechanism_unsupported() -> Vec<u8> {
+        reply::mechanism_unsupported()
+    }
+    fn needs_tls() -> Vec<u8> {
+        reply::encrypt_needed()
+    }
+    fn challenge(prompt: &str) -> Vec<u8> {
+        if prompt.is_empty() {
+            reply::continuation()
+        } else {
+            reply::challenge(prompt)
+        }
+    }
+    fn invalid_base64() -> Vec<u8> {
+        reply::invalid_base64()
+    }
+    fn expect_response(&mut self, exchange: Exchange) {
+        self.state = State::ExpectSaslResponse(exchange);
+    }
+    fn await_outcome(&mut self, pipelined: usize) {
+        self.state = State::AwaitingOutcome { pipelined };
     }
 }
 

@@ -9,10 +9,10 @@ use postern_config::model::{Config, Listener, TlsMode};
 
 use super::command::{Command, Decoder, LineTooLong, Mechanism, Redacted, SaslResponse};
 use super::reply;
-use crate::proto::auth::{self, Attempts, AwaitsLogin};
-use crate::proto::dialogue::{Action, Credentials, Dialogue, LoginRequest, Outcome, Rejection};
+use crate::proto::auth::{self, Attempts, AwaitsLogin, SaslLogin};
+use crate::proto::dialogue::{Action, Credentials, Dialogue, Outcome, Rejection};
 use crate::proto::grammar::{MAX_LINE_BYTES, MAX_LITERAL_BYTES};
-use crate::proto::sasl_exchange::{Exchange, Next};
+use crate::proto::sasl_exchange::Exchange;
 
 /// Most bytes held while a login is with the caller (what the client pipelined behind
 /// its auth command). A client that sends more is closed.
@@ -224,7 +224,12 @@ impl Machine {
             Command::Auth {
                 mechanism: Some(name),
                 initial_response,
-            } => self.on_auth(&name, initial_response, rest, out),
+            } => self.start_auth(
+                &name,
+                initial_response.as_ref().map(|r| r.expose().as_slice()),
+                rest,
+                out,
+            ),
             Command::AuthSyntax => out.push(Action::Reply(reply::auth_syntax())),
             Command::Unknown(verb) => {
                 self.not_allowed(verb.unwrap_or("<unknown>"));
@@ -236,52 +241,6 @@ impl Machine {
     fn not_allowed(&self, command: &str) {
         tracing::debug!(command, state = self.state.name(), "command not allowed");
     }
-
-    fn on_auth(
-        &mut self,
-        name: &str,
-        initial_response: Option<Redacted<Vec<u8>>>,
-        rest: &[u8],
-        out: &mut Vec<Action>,
-    ) {
-        let mechanism = match auth::choose(&self.settings.sasl, name, self.cleartext_allowed()) {
-            Ok(mechanism) => mechanism,
-            Err(auth::Refusal::NotOffered) => {
-                out.push(Action::Reply(reply::mechanism_unsupported()));
-                self.count_failure(out);
-                return;
-            }
-            Err(auth::Refusal::NeedsTls) => {
-                out.push(Action::Reply(reply::cleartext_requires_tls()));
-                return;
-            }
-        };
-        let initial = initial_response.as_ref().map(|r| r.expose().as_slice());
-        self.on_exchange(Exchange::start(mechanism, initial), rest, out);
-    }
-
-    /// The next step of an `AUTH` exchange.
-    fn on_exchange(&mut self, next: Next, rest: &[u8], out: &mut Vec<Action>) {
-        match next {
-            Next::Challenge(exchange, prompt) => {
-                out.push(Action::Reply(if prompt.is_empty() {
-                    reply::continuation()
-                } else {
-                    reply::challenge(prompt)
-                }));
-                self.state = State::ExpectSaslResponse(exchange);
-            }
-            Next::Done {
-                mechanism,
-                credentials,
-            } => self.login(mechanism, credentials, false, rest, out),
-            Next::InvalidBase64 => {
-                out.push(Action::Reply(reply::invalid_base64()));
-                self.count_failure(out);
-            }
-        }
-    }
-
     fn on_sasl_response(&mut self, response: SaslResponse, rest: &[u8], out: &mut Vec<Action>) {
         let State::ExpectSaslResponse(exchange) =
             mem::replace(&mut self.state, State::Authorization)
@@ -293,36 +252,36 @@ impl Machine {
                 // RFC 5034 §4: `-ERR`; a cancel is not a failed attempt.
                 out.push(Action::Reply(reply::authentication_cancelled()));
             }
-            SaslResponse::Data(text) => {
-                self.on_exchange(exchange.respond(text.expose()), rest, out)
-            }
+            SaslResponse::Data(text) => self.sasl_step(exchange.respond(text.expose()), rest, out),
         }
     }
+}
 
-    /// Hands the credentials to the caller; `rest` is what the client pipelined.
-    fn login(
-        &mut self,
-        mechanism: Mechanism,
-        credentials: Credentials,
-        is_login_command: bool,
-        rest: &[u8],
-        out: &mut Vec<Action>,
-    ) {
-        tracing::debug!(
-            mechanism = mechanism.name(),
-            pipelined = rest.len(),
-            "login"
-        );
-        self.state = State::AwaitingOutcome {
-            pipelined: rest.len(),
-        };
-        out.push(Action::Login(LoginRequest {
-            tag: String::new(),
-            mechanism,
-            credentials,
-            is_login_command,
-            pipelined: Redacted::new(rest.to_vec()),
-        }));
+impl SaslLogin for Machine {
+    fn offered(&self) -> (&[String], bool) {
+        (&self.settings.sasl, self.cleartext_allowed())
+    }
+    fn mechanism_unsupported() -> Vec<u8> {
+        reply::mechanism_unsupported()
+    }
+    fn needs_tls() -> Vec<u8> {
+        reply::cleartext_requires_tls()
+    }
+    fn challenge(prompt: &str) -> Vec<u8> {
+        if prompt.is_empty() {
+            reply::continuation()
+        } else {
+            reply::challenge(prompt)
+        }
+    }
+    fn invalid_base64() -> Vec<u8> {
+        reply::invalid_base64()
+    }
+    fn expect_response(&mut self, exchange: Exchange) {
+        self.state = State::ExpectSaslResponse(exchange);
+    }
+    fn await_outcome(&mut self, pipelined: usize) {
+        self.state = State::AwaitingOutcome { pipelined };
     }
 }
 

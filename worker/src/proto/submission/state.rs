@@ -10,12 +10,9 @@ use postern_config::model::{Config, Listener, TlsMode};
 
 use super::command::{self, Command, Framer, Line, SaslResponse, SyntaxError};
 use super::reply;
-use crate::proto::auth::{self, Attempts, AwaitsLogin};
-use crate::proto::dialogue::{
-    Action, Credentials, Dialogue, LoginRequest, Outcome, Redacted, Rejection,
-};
-use crate::proto::sasl_exchange::{Exchange, Next};
-use crate::sasl::Mechanism;
+use crate::proto::auth::{self, Attempts, AwaitsLogin, SaslLogin};
+use crate::proto::dialogue::{Action, Dialogue, Outcome, Rejection};
+use crate::proto::sasl_exchange::Exchange;
 
 /// Most bytes held while a login is with the caller (what the client pipelined behind
 /// its `AUTH`, RFC 2920). A client that sends more is closed.
@@ -217,10 +214,16 @@ impl Machine {
                 out.push(Action::Reply(reply::helo(&self.settings.hostname)));
                 self.helo = Some(domain);
             }
+            // Accepted before EHLO too (reference §5).
             Command::Auth {
                 mechanism,
                 initial_response,
-            } => self.on_auth(&mechanism, initial_response, rest, out),
+            } => self.start_auth(
+                &mechanism,
+                initial_response.as_ref().map(|r| r.expose().as_slice()),
+                rest,
+                out,
+            ),
             Command::StartTls if self.tls => {
                 self.not_allowed("STARTTLS");
                 out.push(Action::Reply(reply::starttls_unavailable()));
@@ -256,50 +259,6 @@ impl Machine {
     fn not_allowed(&self, command: &str) {
         tracing::debug!(command, state = self.state.name(), "command not allowed");
     }
-
-    /// `AUTH`: accepted before EHLO too (reference §5).
-    fn on_auth(
-        &mut self,
-        name: &str,
-        initial_response: Option<Redacted<Vec<u8>>>,
-        rest: &[u8],
-        out: &mut Vec<Action>,
-    ) {
-        let mechanism = match auth::choose(&self.settings.sasl, name, self.cleartext_allowed()) {
-            Ok(mechanism) => mechanism,
-            Err(auth::Refusal::NotOffered) => {
-                out.push(Action::Reply(reply::mechanism_unsupported()));
-                self.count_failure(out);
-                return;
-            }
-            Err(auth::Refusal::NeedsTls) => {
-                // RFC 4954 §6: 538; not counted (reference §5).
-                out.push(Action::Reply(reply::encryption_required()));
-                return;
-            }
-        };
-        let initial = initial_response.as_ref().map(|r| r.expose().as_slice());
-        self.on_exchange(Exchange::start(mechanism, initial), rest, out);
-    }
-
-    /// The next step of an `AUTH` exchange.
-    fn on_exchange(&mut self, next: Next, rest: &[u8], out: &mut Vec<Action>) {
-        match next {
-            Next::Challenge(exchange, prompt) => {
-                out.push(Action::Reply(reply::challenge(prompt)));
-                self.state = State::ExpectSaslResponse(exchange);
-            }
-            Next::Done {
-                mechanism,
-                credentials,
-            } => self.login(mechanism, credentials, rest, out),
-            Next::InvalidBase64 => {
-                out.push(Action::Reply(reply::invalid_base64()));
-                self.count_failure(out);
-            }
-        }
-    }
-
     fn on_sasl_line(&mut self, line: Line<'_>, rest: &[u8], out: &mut Vec<Action>) {
         let State::ExpectSaslResponse(exchange) = mem::replace(&mut self.state, State::Ready)
         else {
@@ -316,35 +275,32 @@ impl Machine {
         match command::parse_sasl_response(text) {
             // RFC 4954 §4: 501; a cancel is not a failed attempt.
             SaslResponse::Cancel => out.push(Action::Reply(reply::authentication_cancelled())),
-            SaslResponse::Data(data) => {
-                self.on_exchange(exchange.respond(data.expose()), rest, out)
-            }
+            SaslResponse::Data(data) => self.sasl_step(exchange.respond(data.expose()), rest, out),
         }
     }
+}
 
-    /// Hands the credentials to the caller; `rest` is what the client pipelined.
-    fn login(
-        &mut self,
-        mechanism: Mechanism,
-        credentials: Credentials,
-        rest: &[u8],
-        out: &mut Vec<Action>,
-    ) {
-        tracing::debug!(
-            mechanism = mechanism.name(),
-            pipelined = rest.len(),
-            "login"
-        );
-        self.state = State::AwaitingOutcome(AwaitingOutcome {
-            pipelined: rest.len(),
-        });
-        out.push(Action::Login(LoginRequest {
-            tag: String::new(),
-            mechanism,
-            credentials,
-            is_login_command: false,
-            pipelined: Redacted::new(rest.to_vec()),
-        }));
+impl SaslLogin for Machine {
+    fn offered(&self) -> (&[String], bool) {
+        (&self.settings.sasl, self.cleartext_allowed())
+    }
+    fn mechanism_unsupported() -> Vec<u8> {
+        reply::mechanism_unsupported()
+    }
+    fn needs_tls() -> Vec<u8> {
+        reply::encryption_required()
+    }
+    fn challenge(prompt: &str) -> Vec<u8> {
+        reply::challenge(prompt)
+    }
+    fn invalid_base64() -> Vec<u8> {
+        reply::invalid_base64()
+    }
+    fn expect_response(&mut self, exchange: Exchange) {
+        self.state = State::ExpectSaslResponse(exchange);
+    }
+    fn await_outcome(&mut self, pipelined: usize) {
+        self.state = State::AwaitingOutcome(AwaitingOutcome { pipelined });
     }
 }
 
